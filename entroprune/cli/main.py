@@ -1,0 +1,29 @@
+"""The ``entroprune`` command line (typer). Each command lives in a small
+module of this folder; this file only wires them together."""
+
+from __future__ import annotations
+
+import typer
+
+from ..models import list_models
+from .train_cmds import eval_cmd, train_cmd
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Entropy-guided pruning of convolutional networks.")
+app.command("train")(train_cmd)
+app.command("eval")(eval_cmd)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered zoo models (and which have shipped checkpoints)."""
+    from ..models.pretrained import manifest
+    shipped = manifest()
+    for name in list_models():
+        entry = shipped.get(name)
+        note = f"  shipped: test acc {entry['test_acc']:.2f}%" if entry else ""
+        typer.echo(f"{name}{note}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,77 @@
+"""``entroprune train`` and ``entroprune eval``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..io import save
+from ..training import TrainConfig, evaluate, train
+from ..training import distributed as dist_utils
+from .common import fail, get_data, get_model, set_threads
+
+
+def train_cmd(
+    model: str = typer.Argument(..., help="zoo name (new model), model file, or pretrained:NAME"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the trained model file"),
+    dataset: str = typer.Option("fashion_mnist", help="fashion_mnist, mnist, cifar10 or synthetic"),
+    data_dir: Optional[str] = typer.Option(None, help="folder of the data set's files"),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(0.1),
+    weight_decay: float = typer.Option(5e-4),
+    warmup_epochs: float = typer.Option(0.0),
+    augment: bool = typer.Option(True, help="random crop + flip"),
+    seed: int = typer.Option(0),
+    limit_train: Optional[int] = typer.Option(None, help="use only this many training images"),
+    checkpoint: Optional[Path] = typer.Option(None, help="epoch checkpoint (default: OUT.ckpt); resumed if present"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+) -> None:
+    """Train a model; checkpoints every epoch and resumes after an interruption."""
+    set_threads(threads)
+    torch_seed = seed
+    import torch
+    torch.manual_seed(torch_seed)
+    data = get_data(dataset, data_dir, limit_train=limit_train)
+    net = get_model(model, data)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      warmup_epochs=warmup_epochs, augment=augment, seed=seed)
+    ckpt = checkpoint or out.with_suffix(out.suffix + ".ckpt")
+    t0 = time.time()
+    try:
+        history = train(net, data, cfg, checkpoint=ckpt)
+    except ValueError as e:
+        fail(str(e))
+    if dist_utils.rank() != 0:
+        return
+    val = evaluate(net, data.val_x, data.val_y)
+    test = evaluate(net, data.test_x, data.test_y)
+    info = {"dataset": dataset, "val_acc": val, "test_acc": test, "seed": seed,
+            "command": "entroprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "train_seconds_this_run": time.time() - t0, "history": history}
+    save(net, out, info=info)
+    typer.echo(json.dumps({"out": str(out), "val_acc": val, "test_acc": test}))
+
+
+def eval_cmd(
+    model: str = typer.Argument(..., help="model file or pretrained:NAME"),
+    dataset: str = typer.Option("fashion_mnist"),
+    data_dir: Optional[str] = typer.Option(None),
+    split: str = typer.Option("test", help="test or val"),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Print the top-1 accuracy of a model on the test (or validation) split."""
+    set_threads(threads)
+    data = get_data(dataset, data_dir)
+    net = get_model(model, data)
+    if split not in ("test", "val"):
+        fail("--split must be test or val")
+    x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
+    acc = evaluate(net, x, y)
+    typer.echo(json.dumps({"model": model, "split": split, "accuracy": round(acc, 2)}))
