@@ -1,0 +1,8 @@
+"""Pruning: criteria (what to remove) separated from the structural pruner
+(how to remove it to a MACs target)."""
+
+from .importance import CRITERIA, Criterion, get_criterion, register_criterion
+from .structural import PruneConfig, PruningError, parse_macs_target, prune_to_macs
+
+__all__ = ["CRITERIA", "Criterion", "PruneConfig", "PruningError", "get_criterion",
+           "parse_macs_target", "prune_to_macs", "register_criterion"]
