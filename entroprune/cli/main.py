@@ -6,12 +6,17 @@ from __future__ import annotations
 import typer
 
 from ..models import list_models
+from .prune_cmds import demo_cmd, finetune_cmd, info_cmd, prune_cmd
 from .train_cmds import eval_cmd, train_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Entropy-guided pruning of convolutional networks.")
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
+app.command("prune")(prune_cmd)
+app.command("finetune")(finetune_cmd)
+app.command("info")(info_cmd)
+app.command("demo")(demo_cmd)
 
 
 @app.command("models")
