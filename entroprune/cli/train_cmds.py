@@ -56,7 +56,8 @@ def train_cmd(
             "command": "entroprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "train_seconds_this_run": time.time() - t0, "history": history}
     save(net, out, info=info)
-    typer.echo(json.dumps({"out": str(out), "val_acc": val, "test_acc": test}))
+    typer.echo(json.dumps({"out": str(out), "val_acc": val, "test_acc": test,
+                           "world_size": history[-1]["world_size"] if history else 1}))
 
 
 def eval_cmd(

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from .atomic import atomic_write
 from .module_specs import build_module, leaf_specs, set_submodule

@@ -11,7 +11,8 @@ convolution for a wider one), so this covers both.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 

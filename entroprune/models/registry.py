@@ -7,7 +7,7 @@ with ``@register_model`` at import time of their module.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

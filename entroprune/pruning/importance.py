@@ -14,7 +14,7 @@ The entropy criteria live in ``entropy_importance.py`` and register here.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

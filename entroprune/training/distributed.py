@@ -48,3 +48,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def assert_in_sync(model: nn.Module) -> None:
+    """Raise if the ranks' parameters differ (DDP must keep them identical)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    lo, hi = flat.clone(), flat.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError("data-parallel ranks hold different weights after training")

@@ -124,7 +124,7 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen),
                "train_acc": 100.0 * correct / max(1, seen),
                "val_acc": evaluate(model, data.val_x, data.val_y), "lr_end": lr,
-               "seconds": time.time() - t0}
+               "seconds": time.time() - t0, "world_size": world}
         history.append(row)
         if rank == 0:
             if cfg.progress:
@@ -136,4 +136,5 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
                                    "epoch": epoch + 1, "history": history,
                                    "config": asdict(cfg)}, ckpt_path)
         dist_utils.barrier()
+    dist_utils.assert_in_sync(model)
     return history

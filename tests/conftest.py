@@ -1,0 +1,23 @@
+"""Shared fixtures. The real Fashion-MNIST files are required (Debian's
+dataset-fashion-mnist; `make setup` installs it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from entroprune.data import load_data
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """The real Fashion-MNIST, with the project's seeded 5,000-image validation split."""
+    return load_data("fashion_mnist")
+
+
+@pytest.fixture(scope="session")
+def fmnist_small():
+    """Real Fashion-MNIST with only 3,000 training images, for quick end-to-end runs."""
+    return load_data("fashion_mnist", limit_train=3000)

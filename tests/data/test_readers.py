@@ -1,0 +1,71 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from entroprune.data import DatasetNotFoundError, read_cifar10, read_mnist_like
+from entroprune.data.readers import _read_idx
+
+
+def _write_idx(path, array: np.ndarray, compress=True):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(data)
+
+
+def _fake_mnist(folder, n=3):
+    images = np.arange(n * 28 * 28, dtype=np.int64).reshape(n, 28, 28) % 256
+    labels = np.array([3, 1, 4][:n])
+    for img, lab in {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}.values():
+        _write_idx(folder / img, images)
+        _write_idx(folder / lab, labels)
+    return images, labels
+
+
+def test_idx_reader_exact_values(tmp_path):
+    images, labels = _fake_mnist(tmp_path)
+    x, y = read_mnist_like(tmp_path, "train")
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.uint8
+    assert torch.equal(x[:, 0], torch.from_numpy(images.astype(np.uint8)))
+    assert y.tolist() == [3, 1, 4]
+
+
+def test_idx_reader_accepts_uncompressed(tmp_path):
+    _write_idx(tmp_path / "a.idx", np.array([[1, 2], [3, 4]]), compress=False)
+    assert _read_idx(tmp_path / "a.idx").tolist() == [[1, 2], [3, 4]]
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    _fake_mnist(tmp_path)
+    raw = gzip.open(tmp_path / "train-images-idx3-ubyte.gz").read()
+    gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb").write(raw[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        read_mnist_like(tmp_path, "train")
+
+
+def test_foreign_file_is_a_clear_error(tmp_path):
+    (tmp_path / "x.idx").write_bytes(b"PK\x03\x04 not an idx file")
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        _read_idx(tmp_path / "x.idx")
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
+        read_mnist_like(tmp_path, "train")
+
+
+def test_cifar10_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}
+        pickle.dump(batch, open(tmp_path / name, "wb"))
+    x, y = read_cifar10(tmp_path, "train")
+    assert x.shape == (20, 3, 32, 32) and y.tolist() == [0, 1, 2, 9] * 5
+    first = pickle.load(open(tmp_path / "data_batch_1", "rb"))[b"data"][0]
+    assert torch.equal(x[0].flatten(), torch.from_numpy(first))  # channel-major, as CIFAR stores
+    with pytest.raises(DatasetNotFoundError, match="never downloads"):
+        read_cifar10(tmp_path / "nowhere", "test")
