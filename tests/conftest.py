@@ -3,12 +3,15 @@ dataset-fashion-mnist; `make setup` installs it)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from entroprune.data import load_data
 
-torch.set_num_threads(2)
+# ENTROPRUNE_TEST_THREADS=1 keeps test runs from starving a background job
+torch.set_num_threads(int(os.environ.get("ENTROPRUNE_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")
