@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from ..models import list_models
+from .analyze_cmds import analyze_cmd, export_cmd
 from .prune_cmds import demo_cmd, finetune_cmd, info_cmd, prune_cmd
 from .train_cmds import eval_cmd, train_cmd
 
@@ -17,6 +18,8 @@ app.command("prune")(prune_cmd)
 app.command("finetune")(finetune_cmd)
 app.command("info")(info_cmd)
 app.command("demo")(demo_cmd)
+app.command("analyze")(analyze_cmd)
+app.command("export")(export_cmd)
 
 
 @app.command("models")

@@ -60,6 +60,24 @@ class PruneConfig:
     ignored_layers: list[str] = field(default_factory=list)  # names never pruned (outputs)
 
 
+# layer types whose channels torch-pruning removes consistently
+SUPPORTED_PARAM_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm,
+                          nn.GroupNorm, nn.PReLU)
+
+
+def check_supported(model: nn.Module, ignored: list[str]) -> None:
+    """Refuse, by name, a layer with parameters that structural pruning cannot
+    handle (rather than silently producing a broken model)."""
+    for name, m in model.named_modules():
+        own = list(m.parameters(recurse=False))
+        if own and not isinstance(m, SUPPORTED_PARAM_LAYERS) and name not in ignored:
+            raise PruningError(
+                f"layer {name!r} ({type(m).__name__}) holds parameters that entroprune cannot prune "
+                "structurally; supported layers with weights are "
+                f"{', '.join(t.__name__ for t in SUPPORTED_PARAM_LAYERS)}. Rewrite it with those, "
+                "or list it in PruneConfig.ignored_layers if its channels must stay as they are.")
+
+
 def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """The last Conv/Linear layer run in a forward pass: its outputs are the
     model's (class scores), so its output channels are never pruned."""
@@ -84,11 +102,19 @@ def _groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]):
     return dg, keyed
 
 
-def _channel_groups(group) -> int:
-    """How many repeated channel blocks a group has (grouped, not depthwise, convs)."""
-    for dep, _ in group:
+def _channel_groups(group) -> int | None:
+    """How many repeated channel blocks a group has: a grouped (not depthwise)
+    convolution needs the same number of channels removed in each of its
+    groups, so an index is removed in every block. None when that cannot be
+    kept: the group covers only part of a grouped convolution's inputs (a
+    concatenation whose halves feed different groups), so removing channels
+    from it alone would unbalance the groups; such a group is left unpruned."""
+    for dep, idxs in group:
         m = dep.target.module
         if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels:
+            width = m.out_channels if dep.handler.__name__ == "prune_out_channels" else m.in_channels
+            if len(idxs) != width:
+                return None
             return m.groups
     return 1
 
@@ -187,6 +213,7 @@ def prune_to_macs(model: nn.Module, criterion: Criterion, input_shape: tuple[int
             base.get_submodule(n)
         except AttributeError:
             raise PruningError(f"ignored layer {n!r} is not a module of the model") from None
+    check_supported(base, ignored_names)
     _, groups = _groups(base, example, [base.get_submodule(n) for n in ignored_names])
     if not groups:
         raise PruningError("the model has no prunable channel group (no Conv2d/Linear with "
@@ -195,12 +222,13 @@ def prune_to_macs(model: nn.Module, criterion: Criterion, input_shape: tuple[int
         raise PruningError(f"criterion {criterion.name!r} needs calibration data")
     keys = list(groups)
     raw = criterion.scores(base, [groups[k] for k in keys], calib)
-    scores = {}
+    scores, skipped = {}, []
     for k, s in zip(keys, raw):
-        if s is None:
+        cg = _channel_groups(groups[k])
+        if s is None or cg is None:
+            skipped.append(k[0])
             continue
         s = s.detach().float().cpu()
-        cg = _channel_groups(groups[k])
         scores[k] = s.view(cg, -1).mean(0) if cg > 1 else s
     macs0 = count_macs(base, input_shape)
     target = cfg.target_macs * macs0
@@ -238,6 +266,7 @@ def prune_to_macs(model: nn.Module, criterion: Criterion, input_shape: tuple[int
         "macs_before": macs0, "macs_after": macs, "macs_ratio": macs0 / macs,
         "params_before": count_params(base), "params_after": count_params(pruned),
         "removed": {f"{k[0]}": len(v) for k, v in plan.items() if v},
+        "unprunable_groups": skipped,  # partial inputs of a grouped convolution, or no score
         "seconds": time.time() - t0,
     }
     pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]

@@ -1,0 +1,58 @@
+"""``entroprune analyze`` and ``entroprune export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from ..entropy import EntropyConfig
+from ..export import ExportError, export_model
+from ..reporting.entropy_report import analyze
+from .common import fail, get_data, get_model, set_threads
+
+
+def analyze_cmd(
+    model: str = typer.Argument("pretrained:resnet20", help="model file, pretrained:NAME or zoo name"),
+    out: Path = typer.Option(Path("runs/analyze"), "--out", "-o", help="folder for JSON and figures"),
+    calib_size: int = typer.Option(512, help="calibration images drawn from the training split"),
+    levels: int = typer.Option(8, help="quantisation levels of the aura matrix"),
+    connectivity: int = typer.Option(8, help="4 or 8"),
+    dataset: str = typer.Option("fashion_mnist"),
+    data_dir: Optional[str] = typer.Option(None),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Per-filter and per-layer entropies (aura, mass, rectifier state), heatmap, bar chart."""
+    set_threads(threads)
+    if connectivity not in (4, 8):
+        fail("--connectivity must be 4 or 8")
+    if not 2 <= levels <= 255:
+        fail("--levels must be between 2 and 255")
+    data = get_data(dataset, data_dir)
+    net = get_model(model, data)
+    images = data.calibration(calib_size, seed=seed)
+    res = analyze(net, images, out, label=model, cfg=EntropyConfig(levels=levels, connectivity=connectivity))
+    typer.echo(json.dumps({"out": str(out), "network_aura": round(res["network"]["aura"], 4),
+                           "network_mass": round(res["network"]["mass"], 4),
+                           "files": ["entropy.json", "heatmap_aura.png", "layers.png"]}))
+
+
+def export_cmd(
+    model: str = typer.Argument(..., help="model file or pretrained:NAME"),
+    out: Path = typer.Option(..., "--out", "-o", help="output file (.onnx or .pt)"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    input_shape: str = typer.Option("1,28,28", help="C,H,W of one input image"),
+) -> None:
+    """Export a (pruned) model to ONNX or TorchScript for deployment."""
+    net = get_model(model)
+    try:
+        shape = tuple(int(v) for v in input_shape.split(","))
+        path = export_model(net, out, fmt, torch.zeros(1, *shape))
+    except (ExportError, ValueError) as e:
+        fail(str(e))
+        raise
+    typer.echo(json.dumps({"out": str(path), "format": fmt}))
