@@ -7,6 +7,7 @@ Quick start::
     entroprune.save(model, "copy.safetensors")
 """
 
+from . import depth  # noqa: F401  (registers the folded-model layers with save/load)
 from .io import load, save
 from .models import create, list_models
 from .models.pretrained import pretrained_path

@@ -7,6 +7,7 @@ import typer
 
 from ..models import list_models
 from .analyze_cmds import analyze_cmd, export_cmd
+from .fold_cmds import fold_cmd
 from .prune_cmds import demo_cmd, finetune_cmd, info_cmd, prune_cmd
 from .train_cmds import eval_cmd, train_cmd
 
@@ -20,6 +21,7 @@ app.command("info")(info_cmd)
 app.command("demo")(demo_cmd)
 app.command("analyze")(analyze_cmd)
 app.command("export")(export_cmd)
+app.command("fold")(fold_cmd)
 
 
 @app.command("models")

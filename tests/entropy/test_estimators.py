@@ -4,8 +4,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entroprune.entropy import (aura_matrices, binary_entropy, layer_state_entropy, mass_entropy, quantize,
-                                spatial_aura_entropy, state_entropy)
+from entroprune.entropy import (
+    aura_matrices,
+    binary_entropy,
+    layer_state_entropy,
+    mass_entropy,
+    quantize,
+    spatial_aura_entropy,
+    state_entropy,
+)
 
 
 def m(rows):

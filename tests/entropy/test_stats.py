@@ -1,8 +1,15 @@
 import torch
 import torch.nn as nn
 
-from entroprune.entropy import (ActivationStats, RectifierStats, conv_sites, mass_entropy, rectifiers,
-                                spatial_aura_entropy, state_entropy)
+from entroprune.entropy import (
+    ActivationStats,
+    RectifierStats,
+    conv_sites,
+    mass_entropy,
+    rectifiers,
+    spatial_aura_entropy,
+    state_entropy,
+)
 from entroprune.models import create
 
 

@@ -1,0 +1,21 @@
+"""Depth reduction: folding the linear neighbours left when EASIER / NEPENTHE
+replace rectifiers by the identity (METHODS.md sections 4 and 5).
+
+Importing this package registers the ``Zero`` leaf with save/load."""
+
+from .fold import FoldConfig, fold, summarize
+from .fold_layers import (
+    ConvGeometry,
+    Deviation,
+    FoldError,
+    Zero,
+    absorb_skip,
+    compose_convs,
+    compose_linears,
+    fold_batchnorm,
+    interior_mask,
+    measure_merge,
+)
+
+__all__ = ["ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
+           "compose_linears", "fold", "fold_batchnorm", "interior_mask", "measure_merge", "summarize"]
