@@ -1,7 +1,14 @@
 """Entropy engine: estimators on tensors, measuring sites, streaming statistics."""
 
-from .estimators import (aura_matrices, binary_entropy, layer_state_entropy, mass_entropy, quantize,
-                         spatial_aura_entropy, state_entropy)
+from .estimators import (
+                         aura_matrices,
+                         binary_entropy,
+                         layer_state_entropy,
+                         mass_entropy,
+                         quantize,
+                         spatial_aura_entropy,
+                         state_entropy,
+)
 from .sites import Site, conv_sites, rectifiers
 from .stats import ActivationStats, EntropyConfig, RectifierStats
 
