@@ -55,14 +55,17 @@ def aura_matrices(maps: torch.Tensor, levels: int = 8, connectivity: int = 8) ->
     n, c, h, w = maps.shape
     nmaps, k = n * c, levels + 1
     q = quantize(maps.float(), levels).view(nmaps, h, w)
-    qp = F.pad(q, (1, 1, 0, 1), value=levels).view(nmaps, -1)  # (M, (H+1)*(W+2))
+    qp = F.pad(q, (1, 1, 0, 1), value=levels).view(-1)         # (M*(H+1)*(W+2),)
     row = w + 2
-    base = (torch.arange(nmaps, dtype=torch.int32, device=maps.device) * (k * k)).view(nmaps, 1)
-    first = qp * k + base                                      # code of the level at s
+    # code of the level at s, offset by its map: map * K^2 + level * K
+    base = torch.arange(nmaps, dtype=torch.int32, device=maps.device) * (k * k)
+    first = (qp.view(nmaps, -1) * k + base.view(nmaps, 1)).view(-1)
     counts = None
     for dy, dx in HALF_OFFSETS[connectivity]:
         d = dy * row + dx                                      # flat shift from s to t
-        bc = torch.bincount((first[:, :-d] + qp[:, d:]).view(-1), minlength=nmaps * k * k)
+        # one contiguous add over all maps: a shift that crosses into the next
+        # map starts from the bottom sentinel row, whose pairs are dropped
+        bc = torch.bincount(first[:-d] + qp[d:], minlength=nmaps * k * k)
         counts = bc if counts is None else counts.add_(bc)
     m = counts.view(n, c, k, k)[..., :levels, :levels].float()
     return m + m.transpose(-1, -2)                              # both directions

@@ -1,0 +1,70 @@
+"""Cost of a streaming entropy statistics pass relative to a plain forward
+pass over the same calibration data (issue 3's target: aura entropy over
+every convolution of ResNet-20 at most 1.5x a plain forward).
+
+Both passes run in the same process, interleaved, repeated; the medians and
+their ratio go to ``benchmarks/results/entropy_cost.json``.
+
+    python benchmarks/entropy_cost.py [--images 512] [--batch 128] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from entroprune.data import load_data
+from entroprune.entropy import ActivationStats, conv_sites
+from entroprune.io import atomic_write_json, load
+from entroprune.models.pretrained import pretrained_path
+
+OUT = Path(__file__).resolve().parent / "results" / "entropy_cost.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load(pretrained_path(args.model)).eval()
+    images = load_data("fashion_mnist").calibration(args.images, seed=0)
+    sites = conv_sites(model)
+
+    def plain() -> None:
+        with torch.no_grad():
+            for xb in images.split(args.batch):
+                model(xb)
+
+    def with_stats(estimators) -> None:
+        with ActivationStats(model, sites, estimators), torch.no_grad():
+            for xb in images.split(args.batch):
+                model(xb)
+
+    runs = {"plain": plain, "aura": lambda: with_stats(("aura",)), "mass": lambda: with_stats(("mass",)),
+            "aura+mass": lambda: with_stats(("aura", "mass"))}
+    for f in runs.values():  # warm-up
+        f()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, f in runs.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"model": args.model, "images": args.images, "batch": args.batch, "threads": args.threads,
+              "repeats": args.repeats, "convolutions": len(sites),
+              "median_seconds": med, "ratio_to_plain": {k: med[k] / med["plain"] for k in runs if k != "plain"}}
+    atomic_write_json(OUT, result)
+    print(result)
+
+
+if __name__ == "__main__":
+    main()
