@@ -1,0 +1,134 @@
+"""``entroprune sparsify``: generalized entropic sparsification (T. Barisin,
+I. Horenko, arXiv 2404.04734; METHODS.md section 6), one run or a sweep of
+validation accuracy against sparsity over eps_E values or channel targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch.nn as nn
+import typer
+
+from ..data import DataBundle
+from ..io import atomic_write_json, save
+from ..reporting import save_figure
+from ..sparsify import EntropicConfig, SparsifyConfig, SparsifyError, sparsify
+from ..training import evaluate
+from .common import fail, get_data, get_model, set_threads
+
+SWEEP_OVER = ("eps_e", "target")
+
+
+def _values(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        fail(f"--sweep must be a comma-separated list of numbers such as 0.01,0.003,0.001, got {text!r}")
+        raise
+    if not values:
+        fail("--sweep is empty")
+    return values
+
+
+def _run(net: nn.Module, data: DataBundle, cfg: SparsifyConfig, calib_images: int, seed: int):
+    try:
+        return sparsify(net, data.calibration(calib_images, seed=seed), cfg)
+    except SparsifyError as e:
+        fail(str(e))
+        raise
+
+
+def _plot(rows: list[dict[str, Any]], base_acc: float, over: str, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt  # after ..reporting has chosen the Agg backend
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, color in (("weight_sparsity", "weights removed", "#c53"),
+                              ("channel_sparsity", "channels removed", "#37a")):
+        xs = [100 * r[key] for r in rows]
+        ax.plot(xs, [r["val_acc"] for r in rows], "o-", color=color, label=label)
+        for x, r in zip(xs, rows):
+            ax.annotate(f"{r[over]:g}", (x, r["val_acc"]), fontsize=7, textcoords="offset points",
+                        xytext=(3, 3))
+    ax.axhline(base_acc, color="#888", ls="--", lw=1, label="unsparsified")
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{title} (labels: {over})")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def sparsify_cmd(
+    model: str = typer.Argument("pretrained:lenet5", help="model file, pretrained:NAME or zoo name"),
+    eps_e: float = typer.Option(0.003, "--eps-e", help="entropy weight eps_E: smaller = sparser"),
+    ridge: float = typer.Option(0.5, help="ridge lambda of the solver (relative): larger = sparser"),
+    target: Optional[float] = typer.Option(
+        None, help="remove this fraction of every layer's input channels (instead of --threshold)"),
+    threshold: float = typer.Option(0.1, help="remove channels whose weight is below threshold / C"),
+    sweep: Optional[str] = typer.Option(
+        None, help="comma list of values of --sweep-over; traces validation accuracy against sparsity"),
+    sweep_over: str = typer.Option("eps_e", help="what --sweep varies: eps_e or target"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="sparsified model file (single run)"),
+    report: Optional[Path] = typer.Option(
+        None, help="folder: report.json (single run) or sweep.json + sweep.png (default runs/sparsify-sweep)"),
+    calib_images: int = typer.Option(2048, help="calibration images from the training split"),
+    patches: int = typer.Option(8192, help="sampled patches per layer"),
+    max_iter: int = typer.Option(50, help="solver iterations per layer"),
+    min_keep: float = typer.Option(0.1, help="every layer keeps at least this fraction of its channels"),
+    dataset: str = typer.Option("fashion_mnist"),
+    data_dir: Optional[str] = typer.Option(None),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Remove input channels layer by layer with entropic feature weights and
+    refit each layer by least squares (generalized entropic sparsification)."""
+    set_threads(threads)
+    if sweep_over not in SWEEP_OVER:
+        fail(f"--sweep-over must be one of {', '.join(SWEEP_OVER)}, got {sweep_over!r}")
+    if sweep is not None and out is not None:
+        fail("--out saves one model; a --sweep writes sweep.json and sweep.png to --report")
+    if calib_images < 2 or patches < 1 or max_iter < 1:
+        fail("--calib-images must be >= 2, --patches and --max-iter >= 1")
+    if eps_e <= 0 or ridge <= 0:
+        fail(f"--eps-e (eps_E) and --ridge must be > 0, got {eps_e} and {ridge}")
+    if target is not None and not 0.0 <= target < 1.0:
+        fail(f"--target {target} must be a fraction of channels to remove in [0, 1)")
+    data = get_data(dataset, data_dir)
+    net = get_model(model, data)
+
+    def config(eps: float, tgt: Optional[float]) -> SparsifyConfig:
+        return SparsifyConfig(solver=EntropicConfig(eps_e=eps, ridge=ridge, max_iter=max_iter),
+                              threshold=threshold, target=tgt, min_keep=min_keep, n_patches=patches,
+                              seed=seed)
+
+    base_acc = evaluate(net, data.val_x, data.val_y)
+    if sweep is None:
+        small, rep = _run(net, data, config(eps_e, target), calib_images, seed)
+        acc = evaluate(small, data.val_x, data.val_y)
+        path = out or Path("sparsified.safetensors")
+        save(small, path, info={"val_acc_before": base_acc, "val_acc_after_sparsify": acc})
+        if report is not None:
+            atomic_write_json(Path(report) / "report.json", {**rep, "val_acc_before": base_acc,
+                                                             "val_acc_after": acc})
+        typer.echo(json.dumps({"out": str(path), "val_acc_before": round(base_acc, 2),
+                               "val_acc": round(acc, 2), "channel_sparsity": round(rep["channel_sparsity"], 4),
+                               "weight_sparsity": round(rep["weight_sparsity"], 4),
+                               "macs_ratio": round(rep["macs_ratio"], 3), "seconds": round(rep["seconds"], 1)}))
+        return
+    folder = Path(report or Path("runs") / "sparsify-sweep")
+    rows = []
+    for v in _values(sweep):
+        cfg = config(v, target) if sweep_over == "eps_e" else config(eps_e, v)
+        small, rep = _run(net, data, cfg, calib_images, seed)
+        rows.append({sweep_over: v, "channel_sparsity": rep["channel_sparsity"],
+                     "weight_sparsity": rep["weight_sparsity"], "macs_ratio": rep["macs_ratio"],
+                     "params_after": rep["params_after"], "macs_after": rep["macs_after"],
+                     "val_acc": evaluate(small, data.val_x, data.val_y), "seconds": rep["seconds"]})
+        typer.echo(json.dumps({k: round(x, 4) if isinstance(x, float) else x for k, x in rows[-1].items()}))
+    doc = {"model": model, "sweep_over": sweep_over, "eps_e": eps_e, "ridge": ridge, "target": target,
+           "threshold": threshold, "calib_images": calib_images, "patches": patches, "seed": seed,
+           "val_acc_before": base_acc, "rows": rows}
+    atomic_write_json(folder / "sweep.json", doc)
+    _plot(rows, base_acc, sweep_over, folder / "sweep.png", f"entropic sparsification of {model}")
+    typer.echo(f"sweep: {folder}/sweep.json, {folder}/sweep.png")
