@@ -9,6 +9,7 @@ from ..models import list_models
 from .analyze_cmds import analyze_cmd, export_cmd
 from .fold_cmds import fold_cmd
 from .prune_cmds import demo_cmd, finetune_cmd, info_cmd, prune_cmd
+from .search_cmds import compress_cmd, search_cmd
 from .sparsify_cmds import sparsify_cmd
 from .train_cmds import eval_cmd, train_cmd
 
@@ -24,6 +25,8 @@ app.command("analyze")(analyze_cmd)
 app.command("export")(export_cmd)
 app.command("fold")(fold_cmd)
 app.command("sparsify")(sparsify_cmd)
+app.command("search")(search_cmd)
+app.command("compress")(compress_cmd)
 
 
 @app.command("models")
