@@ -7,6 +7,7 @@ import typer
 
 from ..models import list_models
 from .analyze_cmds import analyze_cmd, export_cmd
+from .depth_cmds import depth_cmd
 from .fold_cmds import fold_cmd
 from .prune_cmds import demo_cmd, finetune_cmd, info_cmd, prune_cmd
 from .search_cmds import compress_cmd, search_cmd
@@ -24,6 +25,7 @@ app.command("demo")(demo_cmd)
 app.command("analyze")(analyze_cmd)
 app.command("export")(export_cmd)
 app.command("fold")(fold_cmd)
+app.command("depth")(depth_cmd)
 app.command("sparsify")(sparsify_cmd)
 app.command("search")(search_cmd)
 app.command("compress")(compress_cmd)

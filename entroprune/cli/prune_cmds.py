@@ -122,8 +122,8 @@ def info_cmd(
     d = count_depth(net)
     typer.echo(f"\ntotal: {count_macs(net, shape):,} MACs, {count_params(net):,} parameters; depth: {d}")
     for step in getattr(net, "entroprune_history", []):
-        typer.echo(f"history: {step.get('op')} {step.get('criterion', '')} "
-                   f"{step.get('macs_ratio', 0):.2f}x fewer MACs")
+        ratio = f" {step['macs_ratio']:.2f}x fewer MACs" if "macs_ratio" in step else ""
+        typer.echo(f"history: {step.get('op')} {step.get('criterion', '')}{ratio}".rstrip())
 
 
 def demo_cmd(

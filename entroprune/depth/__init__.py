@@ -3,6 +3,7 @@ replace rectifiers by the identity (METHODS.md sections 4 and 5).
 
 Importing this package registers the ``Zero`` leaf with save/load."""
 
+from .easier import DepthResult, EasierConfig, easier, random_removal
 from .fold import FoldConfig, fold, summarize
 from .fold_layers import (
     ConvGeometry,
@@ -16,6 +17,8 @@ from .fold_layers import (
     interior_mask,
     measure_merge,
 )
+from .nepenthe import NepentheConfig, nepenthe
 
-__all__ = ["ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
+__all__ = ["DepthResult", "EasierConfig", "NepentheConfig", "easier", "nepenthe", "random_removal",
+           "ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
            "compose_linears", "fold", "fold_batchnorm", "interior_mask", "measure_merge", "summarize"]

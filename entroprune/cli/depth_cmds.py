@@ -1,0 +1,84 @@
+"""``entroprune depth``: depth reduction by neuron-state entropy, EASIER
+(Quetu et al., arXiv 2404.18949) or NEPENTHE (Liao et al., arXiv 2404.16890),
+METHODS.md sections 4 and 5; implemented in ``entroprune/depth/easier.py``
+and ``entroprune/depth/nepenthe.py``. The run folder is resumable: rerun the
+same command to continue after an interruption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..depth.depth_report import write_report
+from ..depth.easier import EasierConfig, comparison_row, easier, random_removal
+from ..depth.nepenthe import NepentheConfig, nepenthe
+from ..io import atomic_write_json
+from ..training import TrainConfig
+from .common import fail, get_data, get_model, set_threads
+
+METHODS = ("easier", "nepenthe")
+
+
+def depth_cmd(
+    model: str = typer.Argument("pretrained:resnet20", help="model file, pretrained:NAME or zoo name"),
+    method: str = typer.Option("easier", help="easier (remove rectifiers) or nepenthe (prune weights)"),
+    out: Path = typer.Option(Path("runs/depth"), "--out", "-o", help="run folder (rerun to resume)"),
+    tolerance: float = typer.Option(0.5, help="stop when val accuracy falls more than this many points"),
+    max_removals: Optional[int] = typer.Option(None, help="easier: stop after this many rectifiers"),
+    max_rounds: int = typer.Option(10, help="nepenthe: at most this many rounds"),
+    epochs: int = typer.Option(1, help="fine-tuning epochs per step"),
+    lr: float = typer.Option(0.01, help="fine-tuning learning rate"),
+    train_limit: Optional[int] = typer.Option(None, help="fine-tune each step on this many training images"),
+    entropy_batches: Optional[int] = typer.Option(None, help="training batches entropies average over "
+                                                  "(default: one epoch)"),
+    zeta: float = typer.Option(0.5, help="nepenthe: fraction of remaining weights removed per round"),
+    temperature: float = typer.Option(1.0, help="nepenthe: softmax temperature of the layer shares"),
+    max_layer_fraction: float = typer.Option(1.0, help="nepenthe: per-round cap per layer"),
+    random_baseline: bool = typer.Option(False, "--random-baseline",
+                                         help="easier: also remove as many random rectifiers (comparison row)"),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="measure CPU latency"),
+    dataset: str = typer.Option("fashion_mnist"),
+    data_dir: Optional[str] = typer.Option(None),
+    seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Remove rectifiers guided by their ON/OFF entropy, fine-tune, fold; resumable."""
+    set_threads(threads)
+    if method not in METHODS:
+        fail(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if not 0 < zeta < 1 or not 0 < max_layer_fraction <= 1 or temperature <= 0:
+        fail("need 0 < zeta < 1, 0 < max-layer-fraction <= 1 and temperature > 0")
+    data = get_data(dataset, data_dir, seed=seed)
+    net = get_model(model, data)
+    ft = TrainConfig(epochs=epochs, lr=lr, seed=seed, progress=False)
+    common = dict(tolerance=tolerance, finetune=ft, train_limit=train_limit, entropy_batches=entropy_batches,
+                  latency=latency, latency_threads=threads or 2)
+    try:
+        if method == "easier":
+            cfg = EasierConfig(max_removals=max_removals, **common)
+            result = easier(net, data, cfg, out)
+        else:
+            cfg = NepentheConfig(zeta=zeta, temperature=temperature, max_layer_fraction=max_layer_fraction,
+                                 max_rounds=max_rounds, **common)
+            result = nepenthe(net, data, cfg, out)
+    except ValueError as e:
+        fail(str(e))
+        raise
+    if random_baseline and method == "easier" and result.best_step > 0:
+        counts = [len(r["removed"]) for r in result.rows[1:result.best_step + 1]]
+        rnd = random_removal(get_model(model, data), data, counts, cfg, out / "random", seed=seed)
+        state = json.loads((out / "state.json").read_text())
+        state["comparison"] = [comparison_row(result, "easier"), comparison_row(rnd, f"random (seed {seed})")]
+        atomic_write_json(out / "state.json", state)
+        write_report(out, state, others={"random": rnd.rows})
+    f = result.final
+    typer.echo((out / "report.md").read_text())
+    typer.echo(json.dumps({"out": str(out), "best_step": result.best_step, "stop_reason": result.stop_reason,
+                           "rectifiers_removed": f.get("rectifiers_removed"),
+                           "val_acc": [round(f["val_acc_base"], 2), round(f["val_acc"], 2)],
+                           "conv_linear": [f.get("conv_linear_before"), f.get("conv_linear_after")],
+                           "macs": [f.get("macs_base"), f.get("macs_after")],
+                           "folded": str(out / "folded.safetensors")}))
