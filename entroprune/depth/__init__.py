@@ -3,7 +3,9 @@ replace rectifiers by the identity (METHODS.md sections 4 and 5).
 
 Importing this package registers the ``Zero`` leaf with save/load."""
 
-from .easier import DepthResult, EasierConfig, easier, random_removal
+# the loops themselves: entroprune.depth.easier.easier / entroprune.depth.nepenthe.nepenthe
+# (not re-exported here: the function names would hide their modules)
+from .easier import DepthResult, EasierConfig
 from .fold import FoldConfig, fold, summarize
 from .fold_layers import (
     ConvGeometry,
@@ -17,8 +19,8 @@ from .fold_layers import (
     interior_mask,
     measure_merge,
 )
-from .nepenthe import NepentheConfig, nepenthe
+from .nepenthe import NepentheConfig
 
-__all__ = ["DepthResult", "EasierConfig", "NepentheConfig", "easier", "nepenthe", "random_removal",
+__all__ = ["DepthResult", "EasierConfig", "NepentheConfig",
            "ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
            "compose_linears", "fold", "fold_batchnorm", "interior_mask", "measure_merge", "summarize"]

@@ -56,6 +56,7 @@ def test_aura_removes_the_lowest_entropy_filters():
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("method", ["aura", "mass"])
 def test_entropy_pruning_on_every_zoo_model(name, method):
+    torch.manual_seed(0)
     model = create(name).eval()
     calib = (torch.randn(16, 1, 28, 28), torch.zeros(16, dtype=torch.long))
     pruned, rep = prune_to_macs(model, get_criterion(method), (1, 28, 28), PruneConfig(target_macs=0.5),
