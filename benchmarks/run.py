@@ -18,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -65,6 +66,7 @@ def run_row(model: str, method: str, factor: float, seed: int, epochs: int) -> d
 
 def write_table() -> Path:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    rows = [r for r in rows if "method" in r and "target" in r]  # other benchmarks share the folder
     rows.sort(key=lambda r: (r["model"], r["target"], r["method"], r["seed"]))
     table = markdown_table(
         ["model", "method", "target", "MACs ratio", "params ratio", "latency x bs1", "latency x bs64",
@@ -78,6 +80,19 @@ def write_table() -> Path:
             "repeated CPU runs (2 threads), base and pruned interleaved in one process. "
             "Accuracies in %, on the test set, which no decision uses.\n\n" + table + "\n")
     return atomic_write_text(RESULTS / "RESULTS.md", text)
+
+
+def commit_row(rid: str, paths: list[Path]) -> None:
+    """Commit only these files (never what else is staged); a failed commit warns, the run goes on."""
+    files = [str(p) for p in paths]
+    for _ in range(5):
+        add = subprocess.run(["git", "add", *files])
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-qm", f"benchmark row {rid}", "--", *files]).returncode == 0
+        if done:
+            return
+        time.sleep(3)  # another git process held the index lock
+    print(f"warning: could not commit {rid}; its JSON is on disk and will be committed later", flush=True)
 
 
 def main() -> None:
@@ -104,8 +119,7 @@ def main() -> None:
             atomic_write_json(path, run_row(model, method, factor, seed, args.epochs))
             write_table()
             if args.commit:
-                subprocess.run(["git", "add", str(path), str(RESULTS / "RESULTS.md")], check=True)
-                subprocess.run(["git", "commit", "-qm", f"benchmark row {rid}"], check=True)
+                commit_row(rid, [path, RESULTS / "RESULTS.md"])
     print(write_table().read_text())
 
 

@@ -24,7 +24,7 @@ RECIPES = {
     "lenet5": "--epochs 20 --lr 0.05",
     "resnet20": "--epochs 15 --lr 0.1",
     "vgg_small": "--epochs 15 --lr 0.1",  # 12 epochs gave 92.97% test, below the 93.0 target
-    "mobilenetv2": "--epochs 12 --lr 0.1",
+    "mobilenetv2": "--epochs 20 --lr 0.1",  # 12 epochs gave 91.87% test, below the 92.0 target
 }
 
 
