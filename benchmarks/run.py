@@ -35,9 +35,10 @@ RESULTS, WORK = ROOT / "results", ROOT / "work"
 # suite -> rows (model, method, MACs reduction factor, seed)
 SUITES: dict[str, list[tuple[str, str, float, int]]] = {
     "l1": [(m, "l1", f, 0) for m in ("resnet20", "vgg_small") for f in (2.0, 5.0)],
-    "criteria": [(m, c, f, 0) for m in ("resnet20", "vgg_small") for f in (2.0, 5.0)
-                 for c in ("aura", "mass", "l1", "random")]
-                + [("mobilenetv2", c, 5.0, 0) for c in ("aura", "mass", "l1", "random")],
+    # cheapest-to-run and most-asked rows first, so a partial run is the most useful one
+    "criteria": [("mobilenetv2", c, 5.0, 0) for c in ("aura", "mass", "l1", "random")]
+                + [(m, c, f, 0) for f in (5.0, 2.0) for m in ("resnet20", "vgg_small")
+                   for c in ("aura", "mass", "l1", "random")],
 }
 
 
