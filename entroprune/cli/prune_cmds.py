@@ -124,25 +124,3 @@ def info_cmd(
     for step in getattr(net, "entroprune_history", []):
         ratio = f" {step['macs_ratio']:.2f}x fewer MACs" if "macs_ratio" in step else ""
         typer.echo(f"history: {step.get('op')} {step.get('criterion', '')}{ratio}".rstrip())
-
-
-def demo_cmd(
-    target_macs: str = typer.Option("5x"),
-    method: str = typer.Option("l1"),
-    finetune_epochs: int = typer.Option(2),
-    out: Path = typer.Option(Path("runs/demo"), help="report folder"),
-    threads: Optional[int] = typer.Option(None),
-) -> None:
-    """The main job on the embedded default: the shipped ResNet-20, pruned to
-    5x fewer MACs, briefly fine-tuned, with a before/after report."""
-    set_threads(threads)
-    data = get_data("fashion_mnist", None)
-    net = get_model("pretrained:resnet20", data)
-    cfg = JobConfig(method=method, target_macs=_target(target_macs), finetune_epochs=finetune_epochs)
-    try:
-        result = run_prune_job(net, data, cfg, out, label="resnet20 (shipped, Fashion-MNIST)")
-    except PruningError as e:
-        fail(str(e))
-        raise
-    typer.echo(result["table"])
-    typer.echo(f"\nreport written to {out}/report.md (pruned model: {out}/model.safetensors)")
