@@ -31,7 +31,7 @@ AMC_FULL = {"episodes": 800, "warmup": 100, "val_subset": 0}
 
 def _config(target_macs: str, reward: str, importance: str, episodes: int, warmup: int, lbound: float,
             round_to: int, wall: str, calib_size: int, val_subset: int, top_k: int, checkpoint_every: int,
-            seed: int, amc_full: bool) -> SearchConfig:
+            seed: int, amc_full: bool, adapt_bn: int = 0) -> SearchConfig:
     try:
         target = parse_macs_target(target_macs)
     except PruningError as e:
@@ -48,12 +48,15 @@ def _config(target_macs: str, reward: str, importance: str, episodes: int, warmu
     if episodes < 1 or warmup < 0 or round_to < 1 or calib_size < 1 or top_k < 1 or checkpoint_every < 1:
         fail("--episodes, --round-to, --calib-size, --top-k and --checkpoint-every must be >= 1, "
              "--warmup >= 0")
+    if adapt_bn < 0:
+        fail(f"--adapt-bn must be >= 0 (images), got {adapt_bn}")
     if not 0.0 < lbound <= 1.0:
         fail(f"--lbound must be in (0, 1], got {lbound}")
     return SearchConfig(target_macs=target, episodes=episodes, reward=reward, importance=importance,
                         lbound=lbound, round_to=round_to, wall=wall, top_k=top_k,
                         checkpoint_every=checkpoint_every, seed=seed,
-                        rewards=RewardConfig(calib_size=calib_size, calib_seed=seed, val_subset=val_subset),
+                        rewards=RewardConfig(calib_size=calib_size, calib_seed=seed, val_subset=val_subset,
+                                             adapt_bn=adapt_bn),
                         agent=DDPGConfig(warmup=warmup, lbound=lbound))
 
 
@@ -91,6 +94,7 @@ def search_cmd(
     top_k: int = typer.Option(3, help="best policies whose validation accuracy is measured"),
     checkpoint_every: int = typer.Option(10, help="episodes between checkpoints"),
     amc_full: bool = typer.Option(False, "--amc-full", help="AMC's settings: 800 episodes, 100 warm-up, full val"),
+    adapt_bn: int = typer.Option(0, help="accuracy rewards: re-estimate BatchNorm stats on this many images first"),
     out: Path = typer.Option(Path("runs/search"), "--out", "-o", help="search folder (rerun to resume)"),
     save_model: Optional[Path] = typer.Option(None, help="also save the best pruned (not fine-tuned) model"),
     dataset: str = typer.Option("fashion_mnist"),
@@ -101,7 +105,7 @@ def search_cmd(
     """Search per-layer preserve ratios with DDPG (AMC) and an entropy or accuracy reward."""
     set_threads(threads)
     cfg = _config(target_macs, reward, importance, episodes, warmup, lbound, round_to, wall, calib_size,
-                  val_subset, top_k, checkpoint_every, seed, amc_full)
+                  val_subset, top_k, checkpoint_every, seed, amc_full, adapt_bn)
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
     result = _search(net, data, cfg, out)
@@ -129,6 +133,7 @@ def compress_cmd(
     top_k: int = typer.Option(3, help="best policies whose validation accuracy is measured"),
     checkpoint_every: int = typer.Option(10, help="episodes between checkpoints"),
     amc_full: bool = typer.Option(False, "--amc-full", help="AMC's settings: 800 episodes, 100 warm-up, full val"),
+    adapt_bn: int = typer.Option(0, help="accuracy rewards: re-estimate BatchNorm stats on this many images first"),
     finetune_epochs: int = typer.Option(1, help="fine-tune epochs after pruning"),
     finetune_lr: float = typer.Option(0.01),
     latency_repeats: int = typer.Option(30, help="timed runs per latency measurement"),
@@ -141,7 +146,7 @@ def compress_cmd(
     """Search a policy, apply it, fine-tune, and write a report folder."""
     set_threads(threads)
     cfg = _config(target_macs, reward, importance, episodes, warmup, lbound, round_to, wall, calib_size,
-                  val_subset, top_k, checkpoint_every, seed, amc_full)
+                  val_subset, top_k, checkpoint_every, seed, amc_full, adapt_bn)
     if finetune_epochs < 0 or latency_repeats < 1:
         fail("--finetune-epochs must be >= 0 and --latency-repeats >= 1")
     data = get_data(dataset, data_dir)

@@ -14,6 +14,10 @@
   its first images, ``val_subset``, for speed).
 - ``accuracy_flops``: AMC's ``R_FLOPs = -error * log(MACs)``.
 
+With ``RewardConfig.adapt_bn > 0`` (not in AMC; off by default), the accuracy
+rewards first re-estimate the BatchNorm statistics of the pruned copy on that
+many calibration images (``training.recalibrate_batchnorm``, "adaptive BN").
+
 A reward is called as ``reward(pruned_model, macs) -> float``.
 """
 
@@ -28,7 +32,7 @@ import torch.nn as nn
 
 from ..data import DataBundle, iterate_batches
 from ..entropy import ActivationStats, EntropyConfig, Site, conv_sites
-from ..training import evaluate
+from ..training import evaluate, recalibrate_batchnorm
 
 
 @dataclass
@@ -38,6 +42,7 @@ class RewardConfig:
     val_subset: int = 1000       # first images of the validation split (accuracy rewards); 0 = all
     levels: int = 8              # aura quantisation levels
     connectivity: int = 8        # aura neighbourhood
+    adapt_bn: int = 0            # accuracy rewards: re-estimate BatchNorm stats on this many images first
 
 
 def network_entropy(model: nn.Module, images: torch.Tensor, sites: dict[str, Site], estimator: str = "aura",
@@ -89,10 +94,12 @@ class AccuracyReward(Reward):
 
     name = "accuracy"
 
-    def __init__(self, val_x: torch.Tensor, val_y: torch.Tensor):
-        self.val_x, self.val_y = val_x, val_y
+    def __init__(self, val_x: torch.Tensor, val_y: torch.Tensor, bn_images: torch.Tensor | None = None):
+        self.val_x, self.val_y, self.bn_images = val_x, val_y, bn_images
 
     def error(self, model: nn.Module) -> float:
+        if self.bn_images is not None:   # the pruned copy is the episode's own: adapting it in place is safe
+            recalibrate_batchnorm(model, self.bn_images)
         return 1.0 - evaluate(model, self.val_x, self.val_y) / 100.0
 
     def __call__(self, model, macs):
@@ -113,6 +120,11 @@ def _validation(data: DataBundle, cfg: RewardConfig) -> tuple[torch.Tensor, torc
     return data.val_x[:n], data.val_y[:n]
 
 
+def _accuracy_args(data: DataBundle, cfg: RewardConfig) -> tuple:
+    bn = data.calibration(cfg.adapt_bn, cfg.calib_seed) if cfg.adapt_bn > 0 else None
+    return (*_validation(data, cfg), bn)
+
+
 def _entropy_cfg(cfg: RewardConfig) -> EntropyConfig:
     return EntropyConfig(levels=cfg.levels, connectivity=cfg.connectivity)
 
@@ -122,8 +134,8 @@ REWARDS: dict[str, Callable[[nn.Module, DataBundle, RewardConfig], Reward]] = {
         base, data.calibration(cfg.calib_size, cfg.calib_seed), "aura", _entropy_cfg(cfg)),
     "mass_entropy": lambda base, data, cfg: EntropyReward(
         base, data.calibration(cfg.calib_size, cfg.calib_seed), "mass", _entropy_cfg(cfg)),
-    "accuracy": lambda base, data, cfg: AccuracyReward(*_validation(data, cfg)),
-    "accuracy_flops": lambda base, data, cfg: AccuracyFlopsReward(*_validation(data, cfg)),
+    "accuracy": lambda base, data, cfg: AccuracyReward(*_accuracy_args(data, cfg)),
+    "accuracy_flops": lambda base, data, cfg: AccuracyFlopsReward(*_accuracy_args(data, cfg)),
 }
 
 
