@@ -2,10 +2,13 @@
 pass over the same calibration data (issue 3's target: aura entropy over
 every convolution of ResNet-20 at most 1.5x a plain forward).
 
-Both passes run in the same process, interleaved, repeated; the medians and
-their ratio go to ``benchmarks/results/entropy_cost.json``.
+Both passes run in the same process, interleaved, repeated. This machine's
+speed drifts (the same convolution has measured 3x apart minutes apart), so
+the ratio reported is the median over repeats of each repeat's ratio of
+adjacent runs, beside the median seconds; results go to
+``benchmarks/results/entropy_cost.json`` (one entry per thread count).
 
-    python benchmarks/entropy_cost.py [--images 512] [--batch 128] [--repeats 7]
+    python benchmarks/entropy_cost.py [--images 512] [--batch 128] [--repeats 15] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 
 from entroprune.data import load_data
-from entroprune.entropy import ActivationStats, conv_sites
+from entroprune.entropy import ActivationStats, aura_kernel, conv_sites
 from entroprune.io import atomic_write_json, load
 from entroprune.models.pretrained import pretrained_path
 
@@ -30,10 +33,9 @@ def main() -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     model = load(pretrained_path(args.model)).eval()
     images = load_data("fashion_mnist").calibration(args.images, seed=0)
     sites = conv_sites(model)
@@ -50,20 +52,26 @@ def main() -> None:
 
     runs = {"plain": plain, "aura": lambda: with_stats(("aura",)), "mass": lambda: with_stats(("mass",)),
             "aura+mass": lambda: with_stats(("aura", "mass"))}
-    for f in runs.values():  # warm-up
-        f()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for k, f in runs.items():
-            t0 = time.perf_counter()
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for f in runs.values():  # warm-up (and numba compilation)
             f()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"model": args.model, "images": args.images, "batch": args.batch, "threads": args.threads,
-              "repeats": args.repeats, "convolutions": len(sites),
-              "median_seconds": med, "ratio_to_plain": {k: med[k] / med["plain"] for k in runs if k != "plain"}}
-    atomic_write_json(OUT, result)
-    print(result)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.repeats):
+            for k, f in runs.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratios = {k: statistics.median(t / p for t, p in zip(times[k], times["plain"]))
+                  for k in runs if k != "plain"}
+        results.append({"threads": threads, "median_seconds": med, "ratio_to_plain": ratios})
+        print(results[-1])
+    atomic_write_json(OUT, {"model": args.model, "images": args.images, "batch": args.batch,
+                            "repeats": args.repeats, "convolutions": len(sites),
+                            "aura_kernel": "numba" if aura_kernel.available() else "torch reference",
+                            "results": results})
 
 
 if __name__ == "__main__":

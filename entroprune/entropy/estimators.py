@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import aura_kernel
+
 # neighbour offsets (dy, dx) of half of each neighbourhood; the other half is
 # the reverse direction, counted by symmetrising the aura matrix
 HALF_OFFSETS = {4: ((0, 1), (1, 0)), 8: ((0, 1), (1, 0), (1, 1), (1, -1))}
@@ -32,11 +34,29 @@ def quantize(maps: torch.Tensor, levels: int) -> torch.Tensor:
     lo = maps.amin(dim=(-2, -1), keepdim=True)                 # (N, C, 1, 1)
     hi = maps.amax(dim=(-2, -1), keepdim=True)
     scale = levels / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    # (x - lo) * scale in one fused op; rounding can give -1e-7, truncated to 0
-    return torch.addcmul(-lo * scale, maps, scale).clamp_(max=levels - 1).to(torch.int32)
+    # float32 (x - lo) * scale: x - lo >= 0 exactly, so truncation is floor;
+    # the fused kernel (aura_kernel.py) does the same arithmetic
+    return ((maps - lo) * scale).clamp_(max=levels - 1).to(torch.int32)
 
 
-def aura_matrices(maps: torch.Tensor, levels: int = 8, connectivity: int = 8) -> torch.Tensor:
+def _check_aura_args(maps: torch.Tensor, levels: int, connectivity: int) -> tuple[int, int, int, int]:
+    if connectivity not in HALF_OFFSETS:
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    if maps.dim() != 4:
+        raise ValueError(f"maps must be (N, C, H, W), got shape {tuple(maps.shape)}")
+    if not 2 <= levels <= 255:
+        raise ValueError(f"levels must be in [2, 255], got {levels}")
+    if maps.shape[-1] * maps.shape[-2] == 0:
+        raise ValueError(f"maps must have at least one position, got shape {tuple(maps.shape)}")
+    return tuple(maps.shape)
+
+
+def _use_kernel(maps: torch.Tensor, reference: bool) -> bool:
+    return maps.device.type == "cpu" and aura_kernel.available() and not reference
+
+
+def aura_matrices(maps: torch.Tensor, levels: int = 8, connectivity: int = 8,
+                  reference: bool = False) -> torch.Tensor:
     """Aura matrices ``M`` (N, C, L, L): ``M[i, j]`` = number of ordered
     neighbouring pairs with level ``i`` at ``s`` and ``j`` at ``t``. Symmetric.
 
@@ -45,14 +65,14 @@ def aura_matrices(maps: torch.Tensor, levels: int = 8, connectivity: int = 8) ->
     neighbour offset is a shift of the flat array; pairs touching the sentinel
     fall into bins that are dropped. One ``bincount`` per offset counts the
     pair codes ``map * K^2 + i * K + j`` (``K = L + 1``) of all maps at once.
+
+    On the CPU the fused numba kernel of ``aura_kernel.py`` computes the same
+    counts about 10x faster; ``reference=True`` forces the torch code (which
+    also serves other devices).
     """
-    if connectivity not in HALF_OFFSETS:
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    if maps.dim() != 4:
-        raise ValueError(f"maps must be (N, C, H, W), got shape {tuple(maps.shape)}")
-    if not 2 <= levels <= 255:
-        raise ValueError(f"levels must be in [2, 255], got {levels}")
-    n, c, h, w = maps.shape
+    n, c, h, w = _check_aura_args(maps, levels, connectivity)
+    if _use_kernel(maps, reference):
+        return aura_kernel.aura_cpu(maps, levels, connectivity)[0]
     nmaps, k = n * c, levels + 1
     q = quantize(maps.float(), levels).view(nmaps, h, w)
     qp = F.pad(q, (1, 1, 0, 1), value=levels).view(-1)         # (M*(H+1)*(W+2),)
@@ -77,12 +97,18 @@ def _entropy_bits(p: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return -(p * logp).sum(dim=dims)
 
 
-def spatial_aura_entropy(maps: torch.Tensor, levels: int = 8, connectivity: int = 8) -> torch.Tensor:
+def spatial_aura_entropy(maps: torch.Tensor, levels: int = 8, connectivity: int = 8,
+                         reference: bool = False) -> torch.Tensor:
     """Spatial aura entropy in bits of each map of ``maps`` (N, C, H, W) -> (N, C).
 
-    Maps smaller than 2x2 have no neighbouring pairs and get entropy 0.
+    A 1x1 map has no neighbouring pairs and gets entropy 0. On the CPU the
+    fused kernel computes it (in float64, then float32); ``reference=True``
+    uses the torch code, whose float32 sums agree to about 1e-6 bits.
     """
-    m = aura_matrices(maps, levels, connectivity)               # (N, C, L, L)
+    _check_aura_args(maps, levels, connectivity)
+    if _use_kernel(maps, reference):
+        return aura_kernel.aura_cpu(maps, levels, connectivity, matrices=False)[1]
+    m = aura_matrices(maps, levels, connectivity, reference=True)   # (N, C, L, L)
     total = m.sum(dim=(-2, -1), keepdim=True)
     p = m / torch.where(total > 0, total, torch.ones_like(total))
     return _entropy_bits(p, (-2, -1))
