@@ -14,7 +14,9 @@ uses the same fine-tuning budget (``--epochs``, default 10, lr 0.01).
 
 Latency is measured at the end of each row; when other jobs shared the CPU
 meanwhile, ``--relatency`` measures it again for every row from the pruned
-model kept in ``benchmarks/work/<row>/`` (rows then say ``latency_pass: "quiet"``).
+model kept in ``benchmarks/work/<row>/``, or, in a fresh checkout, from the
+row's seeded pruning run again (checked against the recorded MACs ratio);
+rows then say ``latency_pass: "quiet"``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import torch
 
 from entroprune.data import load_data
 from entroprune.io import atomic_write_json, atomic_write_text, load
+from entroprune.measure import count_macs
 from entroprune.models.pretrained import pretrained_path
-from entroprune.pipeline import JobConfig, run_prune_job
+from entroprune.pipeline import JobConfig, prune_step, run_prune_job
 from entroprune.reporting import latency_dict, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -91,17 +94,38 @@ def write_table() -> Path:
     return atomic_write_text(RESULTS / "RESULTS.md", text)
 
 
-def remeasure_latency(repeats: int = 50) -> None:
-    """Measure again the latency pair of every row whose pruned model is in ``WORK``."""
+def rebuild_pruned(row: dict, data) -> torch.nn.Module | None:
+    """The pruned architecture of ``row``: the kept model file when there is
+    one, else the row's seeded pruning run again (no fine-tuning: latency does
+    not depend on the weights). None when the rebuilt model's MACs ratio is
+    not the recorded one (so it would not be the same architecture)."""
+    model_file = WORK / row["id"] / "model.safetensors"
+    if model_file.exists():
+        return load(model_file)
+    base = load(pretrained_path(row["model"]))
+    cfg = JobConfig(method=row["method"], target_macs=1.0 / float(row["target"].rstrip("x")), seed=row["seed"])
+    pruned, _, _ = prune_step(base, data, cfg)
+    shape = tuple(data.train_x.shape[1:])
+    ratio = count_macs(base, shape) / count_macs(pruned, shape)
+    if abs(ratio - row["macs_ratio"]) > 1e-6 * row["macs_ratio"]:
+        print(f"{row['id']}: rebuilt MACs ratio {ratio:.4f} != recorded {row['macs_ratio']:.4f}; skipped")
+        return None
+    return pruned
+
+
+def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
+    """Measure again, alone on the machine, the latency pair of every row."""
     data = load_data("fashion_mnist", seed=0)
     bases: dict[str, torch.nn.Module] = {}
     for path in sorted(RESULTS.glob("*.json")):
         row = json.loads(path.read_text())
-        model_file = WORK / row.get("id", "-") / "model.safetensors"
-        if "method" not in row or not model_file.exists():
+        if "method" not in row or "target" not in row or (only and not any(o in row["id"] for o in only)):
+            continue
+        pruned = rebuild_pruned(row, data)
+        if pruned is None:
             continue
         base = bases.setdefault(row["model"], load(pretrained_path(row["model"])))
-        lat = latency_dict(base, load(model_file), data, repeats=repeats)
+        lat = latency_dict(base, pruned, data, repeats=repeats)
         row.update(latency=lat, latency_speedup_bs1=lat["bs1"]["speedup"],
                    latency_speedup_bs64=lat["bs64"]["speedup"], latency_pass="quiet")
         atomic_write_json(path, row)
@@ -132,7 +156,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.relatency:
-        remeasure_latency()
+        remeasure_latency(only=args.only)
     elif not args.table:
         if not args.suite:
             ap.error("--suite is required unless --table")

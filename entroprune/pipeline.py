@@ -41,14 +41,12 @@ class JobConfig:
     progress: bool = True
 
 
-def run_prune_job(model: nn.Module, data: DataBundle, cfg: JobConfig, out_dir: str | Path,
-                  label: str = "model") -> dict[str, Any]:
-    """Prune ``model`` (left untouched) and write the report; returns report.json."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def prune_step(model: nn.Module, data: DataBundle, cfg: JobConfig) -> tuple[nn.Module, dict, float]:
+    """The seeded pruning of the job alone: a pruned copy of ``model``, the
+    pruner's report and the method's wall time. Deterministic for a seed, so
+    the same architecture can be rebuilt later (benchmarks/run.py --relatency)."""
     torch.manual_seed(cfg.seed)
     shape = tuple(data.train_x.shape[1:])
-    before = summarize(model, data)
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(data.train_x.shape[0], generator=g)[: cfg.calib_size]
     calib = (data.train_x[idx], data.train_y[idx])
@@ -56,7 +54,16 @@ def run_prune_job(model: nn.Module, data: DataBundle, cfg: JobConfig, out_dir: s
     t0 = time.time()
     pruned, prune_report = prune_to_macs(
         model, criterion, shape, PruneConfig(target_macs=cfg.target_macs, scope=cfg.scope), calib=calib)
-    method_seconds = time.time() - t0
+    return pruned, prune_report, time.time() - t0
+
+
+def run_prune_job(model: nn.Module, data: DataBundle, cfg: JobConfig, out_dir: str | Path,
+                  label: str = "model") -> dict[str, Any]:
+    """Prune ``model`` (left untouched) and write the report; returns report.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    before = summarize(model, data)
+    pruned, prune_report, method_seconds = prune_step(model, data, cfg)
     after = summarize(pruned, data)
     history: list = []
     if cfg.finetune_epochs > 0:
