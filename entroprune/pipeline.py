@@ -33,6 +33,9 @@ class JobConfig:
     method: str = "l1"
     target_macs: float = 0.2
     scope: str = "global"
+    min_keep: float = 0.1         # every channel group keeps >= this fraction ...
+    min_channels: int = 1         # ... and at least this many channels
+    tolerance: float = 0.02       # relative MACs tolerance of the target
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     calib_size: int = 256
@@ -53,7 +56,8 @@ def prune_step(model: nn.Module, data: DataBundle, cfg: JobConfig) -> tuple[nn.M
     criterion = get_criterion(cfg.method, **({"seed": cfg.seed} if cfg.method == "random" else {}))
     t0 = time.time()
     pruned, prune_report = prune_to_macs(
-        model, criterion, shape, PruneConfig(target_macs=cfg.target_macs, scope=cfg.scope), calib=calib)
+        model, criterion, shape, PruneConfig(target_macs=cfg.target_macs, scope=cfg.scope, min_keep=cfg.min_keep,
+                                            min_channels=cfg.min_channels, tolerance=cfg.tolerance), calib=calib)
     return pruned, prune_report, time.time() - t0
 
 

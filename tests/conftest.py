@@ -24,3 +24,14 @@ def fmnist():
 def fmnist_small():
     """Real Fashion-MNIST with only 3,000 training images, for quick end-to-end runs."""
     return load_data("fashion_mnist", limit_train=3000)
+
+
+@pytest.fixture
+def free_port() -> str:
+    """A TCP port nobody listens on now, for a torchrun rendezvous (a fixed
+    port can still be held by an earlier run's socket)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])

@@ -32,8 +32,12 @@ def analyze_cmd(
         fail("--connectivity must be 4 or 8")
     if not 2 <= levels <= 255:
         fail("--levels must be between 2 and 255")
+    if calib_size < 1:
+        fail(f"--calib-size must be at least 1, got {calib_size}")
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
+    if not any(isinstance(m, torch.nn.Conv2d) for m in net.modules()):
+        fail(f"{model} has no Conv2d layer: spatial entropy is measured on convolution outputs")
     images = data.calibration(calib_size, seed=seed)
     res = analyze(net, images, out, label=model, cfg=EntropyConfig(levels=levels, connectivity=connectivity))
     typer.echo(json.dumps({"out": str(out), "network_aura": round(res["network"]["aura"], 4),
@@ -51,6 +55,14 @@ def export_cmd(
     net = get_model(model)
     try:
         shape = tuple(int(v) for v in input_shape.split(","))
+    except ValueError:
+        fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
+        raise
+    try:
+        net.eval()(torch.zeros(1, *shape))
+    except RuntimeError as e:
+        fail(f"a forward pass on input {shape} failed ({str(e).splitlines()[0]}); pass the right --input-shape")
+    try:
         path = export_model(net, out, fmt, torch.zeros(1, *shape))
     except (ExportError, ValueError) as e:
         fail(str(e))

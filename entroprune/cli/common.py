@@ -33,14 +33,35 @@ def get_data(dataset: str, data_dir: str | None, seed: int = 0, limit_train: int
         raise  # unreachable, for type checkers
 
 
+def check_fits_data(model: nn.Module, data: DataBundle, spec: str) -> nn.Module:
+    """Refuse a model whose input channels or classes differ from the data's."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not layers:
+        return model
+    first, last = layers[0], layers[-1]
+    channels = first.in_channels if isinstance(first, nn.Conv2d) else None
+    if channels is not None and channels != data.in_channels:
+        fail(f"{spec} takes {channels}-channel images but {data.name} has {data.in_channels}-channel "
+             f"images; pick the matching --dataset, or a model built for it "
+             f"(a zoo name builds one: entroprune train NAME --dataset {data.name})")
+    classes = last.out_features if isinstance(last, nn.Linear) else None
+    if classes is not None and classes != data.num_classes:
+        fail(f"{spec} predicts {classes} classes but {data.name} has {data.num_classes}; "
+             "pick the matching --dataset")
+    return model
+
+
 def get_model(spec: str, data: DataBundle | None = None) -> nn.Module:
     """``spec`` is a model file path, ``pretrained:NAME`` (a shipped
-    checkpoint) or a zoo name (a new, untrained model)."""
+    checkpoint) or a zoo name (a new, untrained model). With ``data``, the
+    model must fit it (input channels and classes)."""
     try:
         if spec.startswith("pretrained:"):
-            return load(pretrained_path(spec.split(":", 1)[1]))
+            model = load(pretrained_path(spec.split(":", 1)[1]))
+            return check_fits_data(model, data, spec) if data is not None else model
         if Path(spec).suffix == ".safetensors" or Path(spec).exists():
-            return load(spec)
+            model = load(spec)
+            return check_fits_data(model, data, spec) if data is not None else model
         if spec in list_models():
             kwargs = {}
             if data is not None:

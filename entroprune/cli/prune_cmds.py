@@ -30,6 +30,9 @@ def prune_cmd(
     target_macs: str = typer.Option("2x", help="'5x' = 5 times fewer MACs; 0.2 = keep 20%"),
     method: str = typer.Option("l1", help=f"channel criterion: {', '.join(sorted(CRITERIA))}"),
     scope: str = typer.Option("global", help="global ranking or uniform per-layer ratio"),
+    min_keep: float = typer.Option(0.1, help="every layer keeps at least this fraction of its channels"),
+    min_channels: int = typer.Option(1, help="... and at least this many channels"),
+    tolerance: float = typer.Option(0.02, help="relative tolerance on the MACs target"),
     finetune_epochs: int = typer.Option(0, help="fine-tune after pruning (then a report is written)"),
     report: Optional[Path] = typer.Option(None, help="write a report folder (implies evaluation)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="pruned model file"),
@@ -43,12 +46,17 @@ def prune_cmd(
     target = _target(target_macs)
     if method not in CRITERIA:
         fail(f"unknown --method {method!r}; choose one of {', '.join(sorted(CRITERIA))}")
+    if scope not in ("global", "uniform"):
+        fail(f"--scope must be 'global' or 'uniform', got {scope!r}")
+    if not 0.0 <= min_keep < 1.0 or min_channels < 1 or not 0.0 < tolerance < 0.5:
+        fail("--min-keep must be in [0, 1), --min-channels >= 1 and --tolerance in (0, 0.5)")
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
     try:
         if report is not None or finetune_epochs > 0:
-            folder = report or Path("runs") / f"prune-{method}-{target_macs}"
-            cfg = JobConfig(method=method, target_macs=target, scope=scope,
+            folder = report or Path("runs") / f"prune-{method}-{target_macs}-{scope}-s{seed}"
+            cfg = JobConfig(method=method, target_macs=target, scope=scope, min_keep=min_keep,
+                            min_channels=min_channels, tolerance=tolerance,
                             finetune_epochs=finetune_epochs, seed=seed)
             result = run_prune_job(net, data, cfg, folder, label=model)
             typer.echo(result["table"])
@@ -60,7 +68,8 @@ def prune_cmd(
         calib_idx = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:256]
         criterion = get_criterion(method, **({"seed": seed} if method == "random" else {}))
         pruned, rep = prune_to_macs(net, criterion, tuple(data.train_x.shape[1:]),
-                                    PruneConfig(target_macs=target, scope=scope),
+                                    PruneConfig(target_macs=target, scope=scope, min_keep=min_keep,
+                                                min_channels=min_channels, tolerance=tolerance),
                                     calib=(data.train_x[calib_idx], data.train_y[calib_idx]))
     except PruningError as e:
         fail(str(e))

@@ -85,7 +85,10 @@ if numba is not None:
                 for b in range(levels):
                     c = tab[U(a) * L + U(b)] + tab[U(b) * L + U(a)]
                     acc += c * np.log2(c) if c > 0 else 0.0
-        return log2_total - acc / total
+        h = log2_total - acc / total
+        # a map with all its pairs in one bin gives log2 T - log2 T = +-1e-16,
+        # not 0; the smallest true entropy here is ~1e-5 bits (T < 2^19)
+        return h if h > 1e-9 else 0.0
 
     @numba.njit(cache=True, nogil=True, parallel=True)
     def _minmax_rows(x, lo, hi):

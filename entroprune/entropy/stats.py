@@ -1,10 +1,14 @@
 """Streaming activation statistics: hooks that reduce each batch to running
 sums inside the forward pass and never keep activations.
 
-    with ActivationStats(model, conv_sites(model), ("aura", "mass")) as stats:
+    with ActivationStats(model, None, ("aura", "mass")) as stats:   # every conv
         for xb in batches:
             model(xb)
     per_filter = stats.per_filter()      # {layer: {"aura": (C,), "mass": (C,)}}
+
+Where to measure: ``None`` = every convolution, read after its activation
+(``conv_sites``); a list of module names and/or module types (``["layer1.0.
+relu1", nn.ReLU]``) = those modules' own outputs; or ``{layer: Site}``.
 
 ``RectifierStats`` does the same on rectifier inputs for the ON/OFF state
 entropy of EASIER/NEPENTHE. Under ``torch.distributed`` the sums are
@@ -21,7 +25,7 @@ import torch.nn as nn
 
 from ..training import distributed as dist_utils
 from .estimators import binary_entropy, layer_state_entropy, mass_entropy, spatial_aura_entropy
-from .sites import Site
+from .sites import Site, conv_sites
 
 
 @dataclass
@@ -50,26 +54,61 @@ class _Hooks:
         return False
 
 
+def resolve_sites(model: nn.Module, where) -> dict[str, Site]:
+    """``{layer: Site}`` from ``where``: None (every Conv2d, after its
+    activation), ``{layer: Site}``, or an iterable of module names and/or
+    module types (each matching module's own output)."""
+    if where is None:
+        return conv_sites(model)
+    modules = dict(model.named_modules())
+    if isinstance(where, dict):
+        sites = where
+    else:
+        if isinstance(where, (str, type)):
+            where = [where]
+        sites = {}
+        for item in where:
+            if isinstance(item, type) and issubclass(item, nn.Module):
+                found = {n: Site(n) for n, m in modules.items() if n and isinstance(m, item)}
+                if not found:
+                    raise ValueError(f"the model has no module of type {item.__name__}")
+                sites.update(found)
+            elif isinstance(item, str):
+                sites[item] = Site(item)
+            else:
+                raise ValueError(f"modules to measure are names or nn.Module types, got {item!r}")
+    missing = sorted({s.module for s in sites.values()} - set(modules))
+    if missing:
+        sample = ", ".join(n for n in list(modules)[1:9])
+        raise ValueError(f"no module named {', '.join(map(repr, missing))} in the model "
+                         f"(its modules include {sample}, ...; see model.named_modules())")
+    return sites
+
+
 class ActivationStats(_Hooks):
     """Per-filter running means of entropy estimators at the given sites.
 
-    ``sites`` maps a layer name (usually a convolution) to the Site where its
-    activations are read; several layers may share one site.
+    ``sites`` (see ``resolve_sites``) maps a layer name (usually a
+    convolution) to the Site where its activations are read; several layers
+    may share one site. Every site must output (N, C, H, W) maps.
     """
 
-    def __init__(self, model: nn.Module, sites: dict[str, Site], estimators=("aura",),
+    def __init__(self, model: nn.Module, sites=None, estimators=("aura",),
                  cfg: EntropyConfig | None = None):
         super().__init__(model)
         unknown = set(estimators) - set(ESTIMATORS)
         if unknown:
             raise ValueError(f"unknown estimators {sorted(unknown)}; choose from {ESTIMATORS}")
+        sites = resolve_sites(model, sites)
         self.sites, self.estimators, self.cfg = sites, tuple(estimators), cfg or EntropyConfig()
         self.sums: dict[tuple[str, str | None], dict[str, torch.Tensor]] = {}
         self.counts: dict[tuple[str, str | None], int] = {}
 
     def _reduce(self, key, out: torch.Tensor) -> None:
-        if out.dim() != 4:
-            return  # no spatial maps (e.g. after flatten): nothing to measure
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"module {key[0]!r} outputs {shape}, not (N, C, H, W) maps: spatial entropy "
+                             "needs the output of a convolution (or of the layers after it)")
         with torch.no_grad():
             maps = out.detach()
             if key[1] is not None:

@@ -1,9 +1,9 @@
 """Pruning: criteria (what to remove) separated from the structural pruner
 (how to remove it to a MACs target)."""
 
-from . import entropy_importance  # noqa: F401  (registers the aura and mass criteria)
+from .entropy_importance import EntropyImportance  # (importing registers the aura and mass criteria)
 from .importance import CRITERIA, Criterion, get_criterion, register_criterion
 from .structural import PruneConfig, PruningError, parse_macs_target, prune_to_macs
 
-__all__ = ["CRITERIA", "Criterion", "PruneConfig", "PruningError", "get_criterion",
+__all__ = ["CRITERIA", "Criterion", "EntropyImportance", "PruneConfig", "PruningError", "get_criterion",
            "parse_macs_target", "prune_to_macs", "register_criterion"]

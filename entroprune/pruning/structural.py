@@ -12,7 +12,8 @@ adds:
 
 Scopes: ``global`` ranks all channels of all groups together (scores are
 normalised per group by the criteria); ``uniform`` removes the same fraction
-from every group.
+from every group (then, if that fraction's steps straddle the target, a few
+more channels in score order to land within the tolerance).
 """
 
 from __future__ import annotations
@@ -249,15 +250,18 @@ def prune_to_macs(model: nn.Module, criterion: Criterion, input_shape: tuple[int
             break
         lo, hi = (mid, hi) if macs > target else (lo, mid)
     _, pruned, macs, plan, ratio = best
-    if abs(macs - target) > cfg.tolerance * target and cfg.scope == "global":
+    if abs(macs - target) > cfg.tolerance * target:
+        # the bisection's last step moved a channel in every group (uniform) or
+        # one coarse channel (LeNet): finish channel by channel in score order
         pruned, macs, plan = _fill(base, example, scores, plan_removal(scores, lo, cfg), cfg,
                                    ignored_names, input_shape, target, (pruned, macs, plan))
     if abs(macs - target) > cfg.tolerance * target:
         floor = trial(1.0)[1]
         why = (f"the smallest model allowed by min_keep={cfg.min_keep} has {floor / macs0:.3f} of the MACs"
                if floor > target * (1 + cfg.tolerance) else
-               "one channel of this model carries more MACs than the tolerance "
-               f"(closest reachable: {macs / macs0:.3f}); use a looser --tolerance or another target")
+               "removing one more channel jumps past the tolerance band "
+               f"(closest reachable: {macs / macs0:.3f} of the MACs); use a looser tolerance "
+               "(--tolerance, PruneConfig.tolerance) or another target")
         raise PruningError(f"cannot reach {cfg.target_macs:.3f} of the MACs within "
                            f"{100 * cfg.tolerance:.0f}%: {why}")
     report = {

@@ -2,13 +2,17 @@
 augmentation, a checkpoint after every epoch, resume after interruption, and
 data-parallel training under ``torchrun`` (DDP; gloo on CPU, NCCL on CUDA).
 
-A checkpoint holds model and optimiser state, the finished epoch and the
-history, written atomically; ``train`` called again with the same checkpoint
-path continues after the last finished epoch, so no finished epoch is lost.
+A checkpoint holds model and optimiser state, the finished epoch, the
+history and a signature of the model's architecture, written atomically;
+``train`` called again with the same checkpoint path continues after the last
+finished epoch, so no finished epoch is lost.
+A checkpoint of another architecture (say, a stale one from an earlier
+pruning into the same folder) is refused with a clear error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,6 +75,39 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
+def architecture_signature(state_dict: dict[str, Any]) -> str:
+    """sha256 of the sorted (name, shape) pairs of a state dict: equal exactly
+    when one model's weights fit the other's, whatever their values."""
+    pairs = sorted((k, tuple(getattr(v, "shape", ()))) for k, v in state_dict.items())
+    return hashlib.sha256(repr(pairs).encode()).hexdigest()
+
+
+def _first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """A short description of where two state dicts' shapes first differ."""
+    for name in sorted(saved.keys() | current.keys()):
+        if name not in current:
+            return f"{name} is in the checkpoint but not in the model"
+        if name not in saved:
+            return f"{name} is in the model but not in the checkpoint"
+        a, b = tuple(getattr(saved[name], "shape", ())), tuple(getattr(current[name], "shape", ()))
+        if a != b:
+            return f"{name} has shape {a} there but {b} here"
+    return "same shapes, but another architecture signature"
+
+
+def _check_architecture(state: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Refuse a checkpoint of another architecture before load_state_dict
+    fails with a raw "size mismatch"; old checkpoints have no signature, so
+    the signature of their saved weights stands in for it."""
+    current = model.state_dict()
+    saved_sig = state.get("architecture") or architecture_signature(state["model"])
+    if saved_sig == architecture_signature(current):
+        return
+    raise ValueError(f"checkpoint {path} was written for a different model "
+                     f"({_first_difference(state['model'], current)}), e.g. another pruning "
+                     "into the same report folder; delete it or choose another output/report folder")
+
+
 def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
           checkpoint: str | Path | None = None) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``data.train``; returns the per-epoch history.
@@ -87,6 +124,7 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_architecture(state, model, ckpt_path)
         if state.get("config", {}).get("epochs") != cfg.epochs:
             raise ValueError(f"checkpoint {ckpt_path} was made for {state['config'].get('epochs')} "
                              f"epochs, not {cfg.epochs}; delete it or use the same --epochs")
@@ -134,7 +172,9 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
             if ckpt_path is not None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                    "epoch": epoch + 1, "history": history,
-                                   "config": asdict(cfg)}, ckpt_path)
+                                   "config": asdict(cfg),
+                                   "architecture": architecture_signature(model.state_dict())},
+                                  ckpt_path)
         dist_utils.barrier()
     dist_utils.assert_in_sync(model)
     return history

@@ -1,12 +1,15 @@
 import gzip
 import pickle
+import shutil
 import struct
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from entroprune.data import DatasetNotFoundError, read_cifar10, read_mnist_like
+from entroprune.cli import app
+from entroprune.data import FASHION_MNIST_DIR, DatasetNotFoundError, load_data, read_cifar10, read_mnist_like
 from entroprune.data.readers import _read_idx
 
 
@@ -69,3 +72,71 @@ def test_cifar10_reader(tmp_path):
     assert torch.equal(x[0].flatten(), torch.from_numpy(first))  # channel-major, as CIFAR stores
     with pytest.raises(DatasetNotFoundError, match="never downloads"):
         read_cifar10(tmp_path / "nowhere", "test")
+
+
+def _real_fmnist_copy(folder):
+    """The four real Fashion-MNIST files, copied so one can be damaged."""
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(FASHION_MNIST_DIR / name, folder / name)
+    return folder / "train-images-idx3-ubyte.gz"
+
+
+def test_cut_short_gzip_is_a_clear_error(tmp_path):
+    bad = _real_fmnist_copy(tmp_path)
+    bad.write_bytes(bad.read_bytes()[:1000])     # `head -c 1000`: an interrupted copy
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is truncated") as e:
+        load_data("fashion_mnist", data_dir=tmp_path)
+    assert "apt-get install --reinstall dataset-fashion-mnist" in str(e.value)
+    assert "--data-dir" in str(e.value)
+
+
+def test_gz_that_is_not_gzip_is_a_clear_error(tmp_path):
+    bad = _real_fmnist_copy(tmp_path)
+    bad.write_bytes(gzip.decompress(bad.read_bytes())[:4000])   # IDX bytes under a .gz name
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is damaged or not a gzip IDX"):
+        read_mnist_like(tmp_path, "train")
+    raw = bytearray((FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz").read_bytes())
+    raw[2000:2100] = bytes(100)                  # corrupt deflate data: a zlib.error
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(bytes(raw))
+    bad.write_bytes((FASHION_MNIST_DIR / bad.name).read_bytes())
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz is damaged"):
+        read_mnist_like(tmp_path, "train")
+
+
+def test_idx_cut_inside_header_is_a_clear_error(tmp_path):
+    (tmp_path / "a.idx").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(ValueError, match="a.idx is truncated inside its header"):
+        _read_idx(tmp_path / "a.idx")
+
+
+def test_damaged_data_dir_is_a_clean_cli_error(tmp_path):
+    bad = _real_fmnist_copy(tmp_path)
+    bad.write_bytes(bad.read_bytes()[:1000])
+    res = CliRunner().invoke(app, ["eval", "lenet5", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2, res.output                # not typer's bare "Aborted." (1)
+    assert "train-images-idx3-ubyte.gz is truncated" in res.output
+    assert "Traceback" not in res.output
+
+
+def _cifar_folder(folder):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}
+        pickle.dump(batch, open(folder / name, "wb"))
+    return folder / "data_batch_1"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[: len(raw) // 2], "truncated or not a pickled CIFAR-10 batch"),
+    (lambda raw: b"", "truncated or not a pickled CIFAR-10 batch"),
+    (lambda raw: gzip.compress(raw), "truncated or not a pickled CIFAR-10 batch"),   # still packed
+    (lambda raw: pickle.dumps([1, 2, 3]), "not a CIFAR-10 batch"),
+    (lambda raw: pickle.dumps({b"data": np.zeros(5, np.uint8), b"labels": [1]}), "not 3072 per image"),
+], ids=["cut-short", "empty", "still-gzipped", "a-list", "wrong-size"])
+def test_damaged_cifar_batch_is_a_clear_error(tmp_path, damage, message):
+    bad = _cifar_folder(tmp_path)
+    bad.write_bytes(damage(bad.read_bytes()))
+    with pytest.raises(ValueError, match=f"data_batch_1 .*{message}") as e:
+        load_data("cifar10", data_dir=tmp_path)
+    assert "--data-dir" in str(e.value)

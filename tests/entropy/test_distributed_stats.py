@@ -31,12 +31,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_stats_are_all_reduced_across_processes(tmp_path):
+def test_stats_are_all_reduced_across_processes(tmp_path, free_port):
     script = tmp_path / "stats_ddp.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29519", str(script)], capture_output=True, text=True,
+                          "--master_port", free_port, str(script)], capture_output=True, text=True,
                          env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))

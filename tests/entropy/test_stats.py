@@ -70,3 +70,36 @@ def test_rectifier_inputs_are_read_before_inplace_relu():
         z = model.features[1](model.features[0](x))     # BN output = first ReLU's input
     assert torch.allclose(rs.per_channel()[names[0]], state_entropy(z))
     assert 0.0 < rs.per_layer()[names[0]] <= 1.0
+
+
+def test_modules_chosen_by_type_or_by_name():
+    import pytest
+
+    model = create("lenet5").eval()
+    x = torch.randn(6, 1, 28, 28)
+    with ActivationStats(model, [nn.Conv2d], ("aura", "mass")) as by_type, torch.no_grad():
+        model(x)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    got = by_type.per_filter()
+    assert sorted(got) == sorted(convs)
+    # a module chosen by name is read at its own output: here the raw conv output
+    first = convs[0]
+    with ActivationStats(model, [first], ("aura",)) as by_name, torch.no_grad():
+        model(x)
+    raw = model.get_submodule(first)(x)
+    expected = spatial_aura_entropy(raw).mean(0)
+    assert torch.allclose(by_name.per_filter()[first]["aura"], expected, atol=1e-5)
+    assert torch.allclose(got[first]["aura"], expected, atol=1e-5)
+    # None means every convolution, read after its activation
+    with ActivationStats(model, None, ("aura",)) as default, torch.no_grad():
+        model(x)
+    assert sorted(default.per_filter()) == sorted(convs)
+
+    with pytest.raises(ValueError, match="no module named 'features.99'"):
+        ActivationStats(model, ["features.99"])
+    with pytest.raises(ValueError, match="no module of type BatchNorm1d"):
+        ActivationStats(model, [nn.BatchNorm1d])
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][0]
+    with pytest.raises(ValueError, match=f"module '{linear}' outputs"), torch.no_grad():
+        with ActivationStats(model, [linear]):
+            model(x)

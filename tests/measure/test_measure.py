@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -39,20 +40,128 @@ def test_depth():
     assert (d.nonlinear, d.weighted) == (4, 5)
 
 
+class _Stack(nn.Sequential):
+    """``depth`` 3x3 convolutions of ``width`` channels on a 1-channel input."""
+
+    def __init__(self, width: int, depth: int):
+        layers = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        super().__init__(*layers)
+
+
 def test_latency_is_positive_and_ordered():
-    small = nn.Sequential(nn.Conv2d(1, 4, 3))
-    big = nn.Sequential(nn.Conv2d(1, 64, 3), nn.Conv2d(64, 64, 3))
-    assert measure_latency(small, (1, 28, 28), repeats=3, warmup=1) > 0
-    b, p = compare_latency(big, small, (1, 28, 28), batch_size=4, repeats=5, warmup=1)
-    assert b > 0 and p > 0
-    pairs = latency_pairs(big, small, (1, 28, 28), (1, 8), repeats=5)
+    # the big model costs >1000x the MACs of the small one (about a
+    # millisecond against tens of microseconds per image), so a noisy shared CPU
+    # cannot swap their medians; one thread, so that waiting for a busy second
+    # core (thread hand-off costs the same for both models) cannot dominate
+    shape = (1, 28, 28)
+    small, big = _Stack(4, 1), _Stack(64, 2)
+    assert count_macs(big, shape) > 1000 * count_macs(small, shape)
+    assert measure_latency(small, shape, repeats=3, warmup=1, threads=1) > 0
+    b, p = compare_latency(big, small, shape, batch_size=4, repeats=5, warmup=1, threads=1)
+    assert 0 < p < b
+    pairs = latency_pairs(big, small, shape, (1, 8), repeats=5, threads=1)
     assert [q.batch_size for q in pairs] == [1, 8]
-    assert all(q.speedup == q.base_ms / q.pruned_ms for q in pairs)
+    for q in pairs:
+        assert 0 < q.pruned_ms < q.base_ms and q.speedup > 1
+    # reversed roles: "pruning" the small model into the big one is a slowdown
+    (q,) = latency_pairs(small, big, shape, (1,), repeats=5, threads=1)
+    assert q.speedup < 1
+
+
+class _FakeClock:
+    """Stands in for ``time`` in the latency module: the clock moves only when
+    a ``_Scripted`` model runs, by that model's next scripted duration."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _Scripted(nn.Module):
+    def __init__(self, clock: _FakeClock, seconds: list[float]):
+        super().__init__()
+        self.clock, self.seconds, self.calls = clock, list(seconds), 0
+
+    def forward(self, x):
+        self.clock.now += self.seconds[self.calls]
+        self.calls += 1
+        return x
+
+
+def test_latency_reports_medians_of_the_timed_runs_after_warmup(monkeypatch):
+    from entroprune.measure import latency
+
+    clock = _FakeClock()
+    monkeypatch.setattr(latency, "time", clock)
+    # the first two runs of each model are warm-up: 50 s outliers that must not count
+    base = _Scripted(clock, [50.0, 50.0, 0.004, 0.001, 0.009, 0.002, 0.003])   # median 3 ms
+    pruned = _Scripted(clock, [50.0, 50.0, 0.0005, 0.0002, 0.0001, 0.0007, 0.0008])  # median 0.5 ms
+    b, p = compare_latency(base, pruned, (1, 4, 4), repeats=5, warmup=2)
+    assert base.calls == pruned.calls == 7
+    assert b == pytest.approx(3.0) and p == pytest.approx(0.5)
+    even = _Scripted(clock, [50.0, 0.004, 0.001, 0.002, 0.010])                # median (2+4)/2 ms
+    assert measure_latency(even, (1, 4, 4), repeats=4, warmup=1) == pytest.approx(3.0)
+    # latency_pairs: one pair per batch size, speedup = base / pruned medians
+    base = _Scripted(clock, [50.0] * 5 + [0.001, 0.006, 0.004])                # 5 warm-up runs
+    pruned = _Scripted(clock, [50.0] * 5 + [0.003, 0.001, 0.002])
+    (q,) = latency_pairs(base, pruned, (1, 4, 4), (2,), repeats=3)
+    assert (q.batch_size, q.base_ms, q.pruned_ms) == (2, pytest.approx(4.0), pytest.approx(2.0))
+    assert q.speedup == pytest.approx(2.0)
+
+
+class _ThreadProbe(nn.Module):
+    """Records ``torch.get_num_threads()`` at every forward pass."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.seen: list[int] = []
+        self.fail = fail
+
+    def forward(self, x):
+        self.seen.append(torch.get_num_threads())
+        if self.fail:
+            raise RuntimeError("boom")
+        return x
+
+
+@pytest.fixture
+def caller_threads():
+    """A distinctive thread count set by the caller, put back after the test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_latency_runs_on_the_given_threads_and_restores_the_callers(caller_threads, threads):
+    probe = _ThreadProbe()
+    measure_latency(probe, (1, 4, 4), repeats=3, warmup=2, threads=threads)
+    assert probe.seen == [threads] * 5
+    assert torch.get_num_threads() == caller_threads
+    base, pruned = _ThreadProbe(), _ThreadProbe()
+    compare_latency(base, pruned, (1, 4, 4), repeats=2, warmup=1, threads=threads)
+    assert base.seen == pruned.seen == [threads] * 3
+    assert torch.get_num_threads() == caller_threads
+
+
+def test_latency_restores_threads_and_mode_when_the_model_fails(caller_threads):
+    probe = _ThreadProbe(fail=True).train()
+    with pytest.raises(RuntimeError, match="boom"):
+        measure_latency(probe, (1, 4, 4), repeats=3, warmup=1, threads=1)
+    assert probe.seen == [1]
+    assert torch.get_num_threads() == caller_threads and probe.training
 
 
 def test_measurement_restores_training_mode():
     m = create("lenet5").train()
     layer_costs(m, (1, 28, 28))
     measure_latency(m, (1, 28, 28), repeats=1, warmup=0)
-    assert m.training
-    assert torch.get_num_threads() >= 1
+    assert m.training and all(sub.training for sub in m.modules())
+    m.eval()
+    measure_latency(m, (1, 28, 28), repeats=1, warmup=0)
+    assert not any(sub.training for sub in m.modules())

@@ -19,9 +19,11 @@ def test_parse_macs_target():
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("target", [0.5, 0.2])
-def test_macs_target_met_within_two_percent(name, target):
+@pytest.mark.parametrize("scope", ["global", "uniform"])
+def test_macs_target_met_within_two_percent(name, target, scope):
     model = create(name).eval()
-    pruned, rep = prune_to_macs(model, get_criterion("l1"), (1, 28, 28), PruneConfig(target_macs=target))
+    pruned, rep = prune_to_macs(model, get_criterion("l1"), (1, 28, 28),
+                                PruneConfig(target_macs=target, scope=scope))
     base, after = count_macs(model, (1, 28, 28)), count_macs(pruned, (1, 28, 28))
     assert abs(after / base - target) <= 0.02 * target
     assert rep["macs_after"] == after

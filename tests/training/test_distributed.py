@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes(tmp_path, free_port):
     out = tmp_path / "ddp.safetensors"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port,
            "-m", "entroprune.cli", "train", "lenet5", "--out", str(out), "--epochs", "2",
            "--limit-train", "6000", "--batch-size", "64", "--lr", "0.05", "--threads", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -1,9 +1,13 @@
+import dataclasses
+
 import pytest
 import torch
 
 import entroprune.training.trainer as trainer_mod
 from entroprune.models import create
+from entroprune.pruning import PruneConfig, get_criterion, prune_to_macs
 from entroprune.training import TrainConfig, evaluate, lr_at, train
+from entroprune.training.trainer import architecture_signature
 
 
 def test_cosine_schedule():
@@ -61,3 +65,35 @@ def test_checkpoint_for_other_epochs_is_refused(fmnist_small, tmp_path):
     train(create("lenet5"), fmnist_small, TrainConfig(epochs=1, progress=False), checkpoint=ckpt)
     with pytest.raises(ValueError, match="same --epochs"):
         train(create("lenet5"), fmnist_small, TrainConfig(epochs=2, progress=False), checkpoint=ckpt)
+
+
+def _pruned_lenet(target: float):
+    torch.manual_seed(0)
+    pruned, _ = prune_to_macs(create("lenet5"), get_criterion("l1"), (1, 28, 28),
+                              PruneConfig(target_macs=target))
+    return pruned
+
+
+def test_checkpoint_of_another_architecture_is_refused(fmnist_small, tmp_path):
+    # a stale finetune.ckpt left by another pruning into the same report folder
+    ckpt = tmp_path / "finetune.ckpt"
+    cfg = TrainConfig(epochs=2, progress=False)
+    small = dataclasses.replace(fmnist_small, train_x=fmnist_small.train_x[:256],
+                                train_y=fmnist_small.train_y[:256])
+    interrupted = _pruned_lenet(0.5)
+    train(interrupted, small, dataclasses.replace(cfg, epochs=1), checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["architecture"] == architecture_signature(interrupted.state_dict())
+    state["config"]["epochs"] = 2                 # as if the 2-epoch run had been interrupted
+    torch.save(state, ckpt)
+
+    other = _pruned_lenet(0.7)
+    with pytest.raises(ValueError, match=r"(?s)was written for a different model.*shape.*delete it"):
+        train(other, small, cfg, checkpoint=ckpt)
+
+    del state["architecture"]                     # a checkpoint from before the signature
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match=f"checkpoint {ckpt} was written for a different model"):
+        train(other, small, cfg, checkpoint=ckpt)
+    history = train(_pruned_lenet(0.5), small, cfg, checkpoint=ckpt)   # the right model resumes
+    assert [h["epoch"] for h in history] == [1, 2]
