@@ -13,6 +13,7 @@ summary, with mean and spread over seeds, is ``results/SEARCH.md``.
     python benchmarks/search_rows.py                       # the rows of issue 4
     python benchmarks/search_rows.py --only resnet20-entropy-5x
     python benchmarks/search_rows.py --summary
+    python benchmarks/search_rows.py --commit              # git-commit each finished row
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from entroprune.reporting import latency_dict, summarize
 from entroprune.search import RewardConfig, SearchConfig, run_search
 from entroprune.search.runner import make_env
 from entroprune.training import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import commit_row  # noqa: E402  (benchmarks/run.py: commits only the row's own files)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "search", ROOT / "work" / "search"
@@ -123,6 +127,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="row ids (or substrings) to run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only rebuild SEARCH.md")
+    ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.summary:
@@ -133,7 +138,9 @@ def main() -> None:
                 continue
             print(f"run {rid}", flush=True)
             atomic_write_json(path, run_row(model, kind, factor, seed, args.epochs, args.episodes, rid))
-            summary()
+            table = summary()
+            if args.commit:
+                commit_row(rid, [path, table])
     print(summary().read_text())
 
 
