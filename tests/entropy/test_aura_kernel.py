@@ -74,3 +74,12 @@ def test_kernel_leaves_torch_thread_count_alone():
             "spatial_aura_entropy(torch.randn(2, 3, 8, 8)); print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("size", [5, 20])           # numba's min/max (short rows) and torch's
+def test_non_finite_activations_are_a_clear_error(bad, size):
+    x = torch.rand(2, 3, size, size)
+    x[1, 2, 3, 4] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        spatial_aura_entropy(x)
