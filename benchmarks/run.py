@@ -35,6 +35,7 @@ from entroprune.io import atomic_write_json, atomic_write_text, load
 from entroprune.measure import count_macs
 from entroprune.models.pretrained import pretrained_path
 from entroprune.pipeline import JobConfig, prune_step, run_prune_job
+from entroprune.pruning import parse_macs_target
 from entroprune.reporting import latency_dict, markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -94,7 +95,7 @@ def write_table() -> Path:
     return atomic_write_text(RESULTS / "RESULTS.md", text)
 
 
-def rebuild_pruned(row: dict, data) -> torch.nn.Module | None:
+def rebuild_pruned(row: dict, base: torch.nn.Module, data) -> torch.nn.Module | None:
     """The pruned architecture of ``row``: the kept model file when there is
     one, else the row's seeded pruning run again (no fine-tuning: latency does
     not depend on the weights). None when the rebuilt model's MACs ratio is
@@ -102,8 +103,7 @@ def rebuild_pruned(row: dict, data) -> torch.nn.Module | None:
     model_file = WORK / row["id"] / "model.safetensors"
     if model_file.exists():
         return load(model_file)
-    base = load(pretrained_path(row["model"]))
-    cfg = JobConfig(method=row["method"], target_macs=1.0 / float(row["target"].rstrip("x")), seed=row["seed"])
+    cfg = JobConfig(method=row["method"], target_macs=parse_macs_target(row["target"]), seed=row["seed"])
     pruned, _, _ = prune_step(base, data, cfg)
     shape = tuple(data.train_x.shape[1:])
     ratio = count_macs(base, shape) / count_macs(pruned, shape)
@@ -121,10 +121,10 @@ def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
         row = json.loads(path.read_text())
         if "method" not in row or "target" not in row or (only and not any(o in row["id"] for o in only)):
             continue
-        pruned = rebuild_pruned(row, data)
+        base = bases.setdefault(row["model"], load(pretrained_path(row["model"])))
+        pruned = rebuild_pruned(row, base, data)        # prune_step leaves base untouched
         if pruned is None:
             continue
-        base = bases.setdefault(row["model"], load(pretrained_path(row["model"])))
         lat = latency_dict(base, pruned, data, repeats=repeats)
         row.update(latency=lat, latency_speedup_bs1=lat["bs1"]["speedup"],
                    latency_speedup_bs64=lat["bs64"]["speedup"], latency_pass="quiet")

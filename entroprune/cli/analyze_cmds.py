@@ -12,7 +12,7 @@ import typer
 from ..entropy import EntropyConfig
 from ..export import ExportError, export_model
 from ..reporting.entropy_report import analyze
-from .common import fail, get_data, get_model, set_threads
+from .common import fail, get_data, get_model, input_shape_of, set_threads
 
 
 def analyze_cmd(
@@ -53,15 +53,7 @@ def export_cmd(
 ) -> None:
     """Export a (pruned) model to ONNX or TorchScript for deployment."""
     net = get_model(model)
-    try:
-        shape = tuple(int(v) for v in input_shape.split(","))
-    except ValueError:
-        fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
-        raise
-    try:
-        net.eval()(torch.zeros(1, *shape))
-    except RuntimeError as e:
-        fail(f"a forward pass on input {shape} failed ({str(e).splitlines()[0]}); pass the right --input-shape")
+    shape = input_shape_of(net, input_shape)
     try:
         path = export_model(net, out, fmt, torch.zeros(1, *shape))
     except (ExportError, ValueError) as e:

@@ -33,6 +33,21 @@ def get_data(dataset: str, data_dir: str | None, seed: int = 0, limit_train: int
         raise  # unreachable, for type checkers
 
 
+def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
+    """``--input-shape`` ("C,H,W") parsed and checked by one forward pass."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        fail(f"--input-shape must be C,H,W such as 1,28,28, got {text!r}")
+        raise
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *shape))
+    except RuntimeError as e:
+        fail(f"a forward pass on input {shape} failed ({str(e).splitlines()[0]}); pass the right --input-shape")
+    return shape
+
+
 def check_fits_data(model: nn.Module, data: DataBundle, spec: str) -> nn.Module:
     """Refuse a model whose input channels or classes differ from the data's."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -56,11 +71,12 @@ def get_model(spec: str, data: DataBundle | None = None) -> nn.Module:
     checkpoint) or a zoo name (a new, untrained model). With ``data``, the
     model must fit it (input channels and classes)."""
     try:
+        model = None
         if spec.startswith("pretrained:"):
             model = load(pretrained_path(spec.split(":", 1)[1]))
-            return check_fits_data(model, data, spec) if data is not None else model
-        if Path(spec).suffix == ".safetensors" or Path(spec).exists():
+        elif Path(spec).suffix == ".safetensors" or Path(spec).exists():
             model = load(spec)
+        if model is not None:
             return check_fits_data(model, data, spec) if data is not None else model
         if spec in list_models():
             kwargs = {}

@@ -10,11 +10,11 @@ import typer
 
 from ..io import save
 from ..measure import count_depth, count_macs, count_params, layer_costs
-from ..pipeline import JobConfig, run_prune_job
-from ..pruning import CRITERIA, PruneConfig, PruningError, get_criterion, parse_macs_target, prune_to_macs
+from ..pipeline import JobConfig, prune_step, run_prune_job
+from ..pruning import CRITERIA, PruningError, parse_macs_target
 from ..reporting import markdown_table
 from ..training import TrainConfig, evaluate, train
-from .common import fail, get_data, get_model, set_threads
+from .common import fail, get_data, get_model, input_shape_of, set_threads
 
 
 def _target(text: str) -> float:
@@ -52,25 +52,18 @@ def prune_cmd(
         fail("--min-keep must be in [0, 1), --min-channels >= 1 and --tolerance in (0, 0.5)")
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
+    cfg = JobConfig(method=method, target_macs=target, scope=scope, min_keep=min_keep,
+                    min_channels=min_channels, tolerance=tolerance, finetune_epochs=finetune_epochs, seed=seed)
     try:
         if report is not None or finetune_epochs > 0:
             folder = report or Path("runs") / f"prune-{method}-{target_macs}-{scope}-s{seed}"
-            cfg = JobConfig(method=method, target_macs=target, scope=scope, min_keep=min_keep,
-                            min_channels=min_channels, tolerance=tolerance,
-                            finetune_epochs=finetune_epochs, seed=seed)
             result = run_prune_job(net, data, cfg, folder, label=model)
             typer.echo(result["table"])
             typer.echo(f"report: {folder}/report.md")
             if out is not None:
                 Path(out).write_bytes((Path(folder) / "model.safetensors").read_bytes())
             return
-        import torch
-        calib_idx = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(seed))[:256]
-        criterion = get_criterion(method, **({"seed": seed} if method == "random" else {}))
-        pruned, rep = prune_to_macs(net, criterion, tuple(data.train_x.shape[1:]),
-                                    PruneConfig(target_macs=target, scope=scope, min_keep=min_keep,
-                                                min_channels=min_channels, tolerance=tolerance),
-                                    calib=(data.train_x[calib_idx], data.train_y[calib_idx]))
+        pruned, rep, _ = prune_step(net, data, cfg)     # the job's seeded pruning, no fine-tuning
     except PruningError as e:
         fail(str(e))
         raise
@@ -112,17 +105,9 @@ def info_cmd(
     input_shape: str = typer.Option("1,28,28", help="C,H,W of one input image"),
 ) -> None:
     """Per-layer table of a model: shape, output size, MACs, parameters; and depth."""
-    try:
-        shape = tuple(int(v) for v in input_shape.split(","))
-    except ValueError:
-        fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
-        raise
     net = get_model(model)
-    try:
-        rows = layer_costs(net, shape)
-    except RuntimeError as e:
-        fail(f"a forward pass on input {shape} failed ({e}); pass the right --input-shape")
-        raise
+    shape = input_shape_of(net, input_shape)
+    rows = layer_costs(net, shape)
     total = sum(r.macs for r in rows)
     table = markdown_table(["layer", "type", "shape", "output", "MACs", "% MACs", "params"],
                            [[r.name, r.kind, r.shape, "x".join(map(str, r.out_shape)), r.macs,

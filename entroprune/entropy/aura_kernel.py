@@ -57,26 +57,27 @@ if numba is not None:
     U = numba.uint64  # unsigned indices: numba adds no negative-index wraparound (2x faster)
 
     @numba.njit(cache=True, nogil=True, inline="always")
+    def _merge_tables(tab, levels):
+        """A = the sum of the 4 per-offset tables, into table 0."""
+        l2 = U(levels * levels)
+        for k in range(levels * levels):
+            uk = U(k)
+            tab[uk] += tab[l2 + uk] + tab[U(2) * l2 + uk] + tab[U(3) * l2 + uk]
+
+    @numba.njit(cache=True, nogil=True, inline="always")
     def _symmetric_matrix(tab, levels, out):
-        """``out`` (L, L) = A + A^T, with A the sum of the 4 tables."""
-        n2 = levels * levels
+        """``out`` (L, L) = A + A^T, A in table 0."""
         for a in range(levels):
             for b in range(levels):
-                ab, ba = a * levels + b, b * levels + a
-                out[a, b] = (tab[ab] + tab[n2 + ab] + tab[2 * n2 + ab] + tab[3 * n2 + ab]
-                             + tab[ba] + tab[n2 + ba] + tab[2 * n2 + ba] + tab[3 * n2 + ba])
+                out[a, b] = tab[a * levels + b] + tab[b * levels + a]
 
     @numba.njit(cache=True, nogil=True, inline="always", fastmath=True)
     def _entropy(tab, levels, clog, total, log2_total):
-        """Entropy in bits of the symmetric matrix c = A + A^T (A the sum of the
-        4 tables, accumulated into table 0): H = log2 T - sum c log2 c / T with
-        T = sum c, the same for every map. fastmath only lets the sum be
-        reordered (vectorised); the counts are integers."""
-        n2 = levels * levels
-        l2, L = U(n2), U(levels)
-        for k in range(n2):
-            uk = U(k)
-            tab[uk] += tab[l2 + uk] + tab[U(2) * l2 + uk] + tab[U(3) * l2 + uk]
+        """Entropy in bits of the symmetric matrix c = A + A^T (A in table 0):
+        H = log2 T - sum c log2 c / T with T = sum c, the same for every map.
+        fastmath only lets the sum be reordered (vectorised); the counts are
+        integers."""
+        L = U(levels)
         acc = 0.0
         if clog.shape[0] > total:  # every count is in the table (the usual case)
             for a in range(levels):
@@ -152,6 +153,7 @@ if numba is not None:
                 r = U(h - 1) * W                       # last row: right neighbours only
                 for j in range(w - 1):
                     tab[U(q[r + U(j)]) * L + U(q[r + U(j) + U(1)])] += 1
+                _merge_tables(tab, levels)
                 if keep:
                     _symmetric_matrix(tab, levels, mats[m])
                 ent[m] = _entropy(tab, levels, clog, total, log2_total) if total > 0 else 0.0

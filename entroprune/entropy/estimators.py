@@ -70,9 +70,15 @@ def aura_matrices(maps: torch.Tensor, levels: int = 8, connectivity: int = 8,
     counts about 10x faster; ``reference=True`` forces the torch code (which
     also serves other devices).
     """
-    n, c, h, w = _check_aura_args(maps, levels, connectivity)
+    _check_aura_args(maps, levels, connectivity)
     if _use_kernel(maps, reference):
         return aura_kernel.aura_cpu(maps, levels, connectivity)[0]
+    return _aura_matrices_torch(maps, levels, connectivity)
+
+
+def _aura_matrices_torch(maps: torch.Tensor, levels: int, connectivity: int) -> torch.Tensor:
+    """The whole-tensor torch implementation (the reference; any device)."""
+    n, c, h, w = maps.shape
     nmaps, k = n * c, levels + 1
     q = quantize(maps.float(), levels).view(nmaps, h, w)
     qp = F.pad(q, (1, 1, 0, 1), value=levels).view(-1)         # (M*(H+1)*(W+2),)
@@ -108,7 +114,7 @@ def spatial_aura_entropy(maps: torch.Tensor, levels: int = 8, connectivity: int 
     _check_aura_args(maps, levels, connectivity)
     if _use_kernel(maps, reference):
         return aura_kernel.aura_cpu(maps, levels, connectivity, matrices=False)[1]
-    m = aura_matrices(maps, levels, connectivity, reference=True)   # (N, C, L, L)
+    m = _aura_matrices_torch(maps, levels, connectivity)           # (N, C, L, L)
     total = m.sum(dim=(-2, -1), keepdim=True)
     p = m / torch.where(total > 0, total, torch.ones_like(total))
     return _entropy_bits(p, (-2, -1))
