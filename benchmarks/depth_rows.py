@@ -13,6 +13,7 @@ summary is ``results/DEPTH.md``.
 
     python benchmarks/depth_rows.py --models resnet20 --methods easier
     python benchmarks/depth_rows.py --summary
+    python benchmarks/depth_rows.py --commit      # git-commit each finished row
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import sys
 from pathlib import Path
 
 from entroprune.io import atomic_write_json, atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import commit_row  # noqa: E402  (benchmarks/run.py: commits only the row's own files)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
@@ -90,6 +94,7 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only rebuild DEPTH.md")
+    ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
     args = ap.parse_args()
     if not args.summary:
         for model in args.models:
@@ -99,7 +104,9 @@ def main() -> None:
                     continue
                 atomic_write_json(path, run_row(model, method, args.epochs, args.train_limit, args.tolerance,
                                                 args.threads))
-                summary()
+                table = summary()
+                if args.commit:
+                    commit_row(path.stem, [path, table])
     print(summary().read_text())
 
 
