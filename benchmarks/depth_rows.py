@@ -34,23 +34,28 @@ ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
 
 
-def row_id(model: str, method: str, epochs: int, limit: int, tolerance: float) -> str:
-    return f"{model}-{method}-ft{epochs}x{limit // 1000}k-tol{tolerance:g}"
+def row_id(model: str, method: str, epochs: int, limit: int, tolerance: float, zeta: float = 0.5) -> str:
+    gentler = f"-zeta{zeta:g}" if method == "nepenthe" and zeta != 0.5 else ""  # 0.5: the paper's
+    return f"{model}-{method}{gentler}-ft{epochs}x{limit // 1000}k-tol{tolerance:g}"
 
 
-def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, threads: int) -> dict:
-    rid = row_id(model, method, epochs, limit, tolerance)
+def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, threads: int,
+            zeta: float = 0.5) -> dict:
+    rid = row_id(model, method, epochs, limit, tolerance, zeta)
     folder = WORK / rid
     cmd = ["entroprune", "depth", f"pretrained:{model}", "--method", method, "--out", str(folder),
            "--epochs", str(epochs), "--train-limit", str(limit), "--tolerance", str(tolerance),
            "--threads", str(threads)]
     if method == "easier":
         cmd.append("--random-baseline")
+    else:
+        cmd += ["--zeta", str(zeta)]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     state = json.loads((folder / "state.json").read_text())
     steps = [{k: v for k, v in r.items() if k != "entropies"} for r in state.get("rows", [])]  # per step
-    return {"id": rid, "model": model, "method": method, "finetune_epochs_per_step": epochs,
+    return {"id": rid, "model": model, "method": method, **({"zeta": zeta} if method == "nepenthe" else {}),
+            "finetune_epochs_per_step": epochs,
             "train_images_per_step": limit, "tolerance": tolerance, "final": state["final"],
             "comparison": state.get("comparison"), "steps": steps, "command": " ".join(cmd)}
 
@@ -73,14 +78,18 @@ def summary() -> Path:
         r = json.loads(p.read_text())
         f = r["final"]
         macs = f"{f['macs_base'] / f['macs_after']:.2f}" if f.get("macs_after") else "-"
-        lines.append(f"| {r['model']} | {r['method']} | {r['finetune_epochs_per_step']} ep x "
+        label = r["method"] + (f" (zeta {r.get('zeta', 0.5):g})" if r["method"] == "nepenthe" else "")
+        lines.append(f"| {r['model']} | {label} | {r['finetune_epochs_per_step']} ep x "
                      f"{r['train_images_per_step'] // 1000}k | {f['best_step']} | {f['rectifiers_removed']} | "
                      f"{f.get('conv_linear_base_folded', '-')} -> {f.get('conv_linear_after', '-')} | {macs} | "
                      f"{_speed(f, 1)} | {_speed(f, 64)} | {f['val_acc_base']:.2f} -> {f['val_acc']:.2f} | "
                      f"{f['test_acc_base']:.2f} -> {f['test_acc']:.2f} |")
         for c in r.get("comparison") or []:
+            if c["label"] == r["method"]:
+                continue  # the method's own best step, already the row above
+            b1 = f"{c['speedup_b1']:.2f}" if c.get("speedup_b1") else "-"
             lines.append(f"| {r['model']} | {c['label']} | | | {c['rectifiers_removed']} | "
-                         f"-> {c.get('conv_linear_after', '-')} | | {c.get('speedup_b1') or '-'} | | "
+                         f"-> {c.get('conv_linear_after', '-')} | | {b1} | | "
                          f"-> {c['val_acc']:.2f} | -> {c['test_acc']:.2f} |")
     return atomic_write_text(RESULTS.parent / "DEPTH.md", "\n".join(lines) + "\n")
 
@@ -93,17 +102,19 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=20000, help="training images per fine-tuning step")
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--zeta", type=float, default=0.5, help="nepenthe: fraction of weights removed per round")
     ap.add_argument("--summary", action="store_true", help="only rebuild DEPTH.md")
     ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
     args = ap.parse_args()
     if not args.summary:
         for model in args.models:
             for method in args.methods:
-                path = RESULTS / f"{row_id(model, method, args.epochs, args.train_limit, args.tolerance)}.json"
+                rid = row_id(model, method, args.epochs, args.train_limit, args.tolerance, args.zeta)
+                path = RESULTS / f"{rid}.json"
                 if path.exists():
                     continue
                 atomic_write_json(path, run_row(model, method, args.epochs, args.train_limit, args.tolerance,
-                                                args.threads))
+                                                args.threads, args.zeta))
                 table = summary()
                 if args.commit:
                     commit_row(path.stem, [path, table])
