@@ -55,7 +55,7 @@ def depth_cmd(
     net = get_model(model, data)
     ft = TrainConfig(epochs=epochs, lr=lr, seed=seed, progress=False)
     common = dict(tolerance=tolerance, finetune=ft, train_limit=train_limit, entropy_batches=entropy_batches,
-                  latency=latency, latency_threads=threads or 2)
+                  latency=latency, latency_threads=threads or 2, progress=True)
     try:
         if method == "easier":
             cfg = EasierConfig(max_removals=max_removals, **common)

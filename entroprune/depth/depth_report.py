@@ -26,6 +26,19 @@ def _removed_so_far(rows: list[dict[str, Any]]) -> list[int]:
     return out
 
 
+def step_line(method: str, row: dict[str, Any]) -> str:
+    """``easier step 2: removed layer1.1.relu2 | val 93.62% | MACs folded 31.02M | 110 s``."""
+    parts = [f"removed {', '.join(row['removed']) or 'no rectifier'}"]
+    if "sparsity" in row:
+        parts.append(f"weight sparsity {100 * row['sparsity']:.1f}%")
+    parts.append(f"val {row['val_acc']:.2f}%")
+    if "macs_folded" in row:
+        parts.append(f"MACs folded {row['macs_folded'] / 1e6:.2f}M")
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.0f} s")
+    return f"{method} step {row['step']}: " + " | ".join(parts)
+
+
 def steps_table(state: dict[str, Any]) -> str:
     """One line per step: what was removed, accuracy, MACs, depth, latency."""
     rows, method = state["rows"], state["method"]

@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import json
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,11 +51,12 @@ from ..io import atomic_write_json, load, save
 from ..io.module_specs import set_submodule
 from ..measure import count_depth, count_macs, latency_pairs
 from ..training import TrainConfig, evaluate, train
+from .depth_report import step_line, write_report
 from .fold import fold
 from .fold_layers import FoldError
 
 # config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = ("max_removals", "max_rounds", "latency", "latency_repeats", "latency_threads",
+RESUMABLE_CHANGES = ("max_removals", "max_rounds", "latency", "latency_repeats", "latency_threads", "progress",
                      "final_latency_batches")
 
 
@@ -71,6 +73,7 @@ class DepthConfig:
     latency_repeats: int = 20
     latency_threads: int = 2            # torch threads while timing (the project's latency convention)
     final_latency_batches: tuple[int, ...] = (1, 64)
+    progress: bool = False              # one line per finished step on stderr (long runs are not silent)
 
 
 @dataclass
@@ -227,6 +230,11 @@ class RunFolder:
 StepFn = Callable[[nn.Module, list[dict[str, Any]], int, Path], tuple[nn.Module, dict[str, Any]]]
 
 
+def _progress(cfg: DepthConfig, method: str, row: dict[str, Any]) -> None:
+    if cfg.progress:  # one line per step on stderr, so a long run is not silent
+        print(step_line(method, row), file=sys.stderr, flush=True)
+
+
 def run_steps(model: nn.Module, data: DataBundle, cfg: DepthConfig, out_dir: str | Path, method: str, *,
               entropy_fn: Callable[[nn.Module], dict[str, float]], step_fn: StepFn,
               more_fn: Callable[[nn.Module, list[dict[str, Any]]], str | None]) -> DepthResult:
@@ -244,6 +252,7 @@ def run_steps(model: nn.Module, data: DataBundle, cfg: DepthConfig, out_dir: str
                 **measure_step(model, model, data, cfg)}
         state = {"method": method, "config": _config_doc(cfg), "rows": [row0], "stop_reason": None}
         folder.write_state(state)
+        _progress(cfg, method, row0)
     else:
         folder.check(state, method, cfg)
         state["config"] = _config_doc(cfg)
@@ -266,6 +275,7 @@ def run_steps(model: nn.Module, data: DataBundle, cfg: DepthConfig, out_dir: str
         save(model, folder.model_path(step), info={"method": method, "step": step, "val_acc": row["val_acc"]})
         rows.append(row)
         folder.write_state(state)
+        _progress(cfg, method, row)
         folder.ckpt_path(step).unlink(missing_ok=True)
         model = load(folder.model_path(step))   # resumed and uninterrupted runs continue from the same file
     state["stop_reason"] = reason
@@ -319,7 +329,6 @@ def finish(result: DepthResult, data: DataBundle, cfg: DepthConfig, report: bool
     folder.write_state(state)
     result.folded, result.final = folded, final
     if report:
-        from .depth_report import write_report
         write_report(folder.path, state)
     return result
 

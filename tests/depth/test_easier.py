@@ -156,6 +156,7 @@ def test_depth_command_with_random_baseline(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["best_step"] == 1 and summary["rectifiers_removed"] == 1
+    assert "easier step 0:" in res.output and "easier step 1: removed " in res.output  # progress lines
     report = (out / "report.md").read_text()
     assert "## Comparison" in report and "random (seed 0)" in report
     assert (out / "random" / "step_001.safetensors").exists() and (out / "folded.safetensors").exists()
