@@ -14,6 +14,7 @@ summary is ``results/DEPTH.md``.
     python benchmarks/depth_rows.py --models resnet20 --methods easier
     python benchmarks/depth_rows.py --summary
     python benchmarks/depth_rows.py --commit      # git-commit each finished row
+    python benchmarks/depth_rows.py --relatency   # latency again, alone on the machine
 """
 
 from __future__ import annotations
@@ -60,6 +61,43 @@ def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, 
             "comparison": state.get("comparison"), "steps": steps, "command": " ".join(cmd)}
 
 
+def remeasure_latency(repeats: int = 50, threads: int = 2, only: list[str] | None = None) -> None:
+    """Measure again, alone on the machine, every row's latency pairs from the
+    models its run folder kept: the starting model (step 0), the folded best
+    model and the starting model with only its BatchNorm folded; the random
+    baseline's folded model too."""
+    from entroprune.data import load_data
+    from entroprune.depth.fold import fold
+    from entroprune.io import load
+    from entroprune.measure import latency_pairs
+
+    data = load_data("fashion_mnist", seed=0)
+    shape, x = tuple(data.train_x.shape[1:]), data.val_x[:64]
+
+    def pairs(a, b) -> list[dict]:
+        return [dict(batch_size=p.batch_size, base_ms=p.base_ms, folded_ms=p.pruned_ms, speedup=p.speedup)
+                for p in latency_pairs(a, b, shape, (1, 64), repeats=repeats, threads=threads)]
+
+    for path in sorted(RESULTS.glob("*.json")):
+        row = json.loads(path.read_text())
+        folder = WORK / row["id"]
+        if (only and not any(o in row["id"] for o in only)) or not (folder / "folded.safetensors").exists():
+            continue
+        base = load(folder / "step_000.safetensors")
+        f = row["final"]
+        f["latency"] = pairs(base, load(folder / "folded.safetensors"))
+        if "latency_vs_base_folded" in f:
+            f["latency_vs_base_folded"] = pairs(fold(base, x)[0], load(folder / "folded.safetensors"))
+        for c in row.get("comparison") or []:
+            other = folder / "random" / "folded.safetensors" if c["label"].startswith("random") else None
+            c["speedup_b1"] = (pairs(base, load(other))[0]["speedup"] if other and other.exists()
+                               else f["latency"][0]["speedup"])
+        row["latency_pass"] = f"quiet, {threads} threads, {repeats} repeats"
+        atomic_write_json(path, row)
+        print(f"{row['id']}: x{f['latency'][0]['speedup']:.2f} (bs1), x{f['latency'][1]['speedup']:.2f} (bs64)",
+              flush=True)
+
+
 def _speed(final: dict, batch: int, key: str = "latency") -> str:
     return next((f"{p['speedup']:.2f}" for p in final.get(key) or [] if p["batch_size"] == batch), "-")
 
@@ -70,7 +108,8 @@ def summary() -> Path:
              "the best step is the last within the tolerance of the starting validation accuracy. "
              "Layers removed: convolution/linear layers physically removed by folding (BatchNorm folds "
              "excluded from the count by comparing with the folded starting model). Latency: folded model "
-             "against the starting model, median of repeated CPU runs in one process; 'vs folded start': against the "
+             "against the starting model, median of repeated CPU runs in one process (rows with `latency_pass` "
+             "in their JSON were measured again alone on the machine); 'vs folded start': against the "
              "starting model with only its BatchNorm folded, i.e. what the depth reduction itself gains. "
              "Accuracies in %.", "",
              "| model | method | FT / step | steps | rectifiers removed | conv+linear (start folded -> after) "
@@ -109,8 +148,12 @@ def main() -> None:
     ap.add_argument("--zeta", type=float, default=0.5, help="nepenthe: fraction of weights removed per round")
     ap.add_argument("--summary", action="store_true", help="only rebuild DEPTH.md")
     ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
+    ap.add_argument("--relatency", action="store_true",
+                    help="re-measure every row's latency (run it with nothing else on the machine)")
     args = ap.parse_args()
-    if not args.summary:
+    if args.relatency:
+        remeasure_latency(threads=args.threads)
+    elif not args.summary:
         for model in args.models:
             for method in args.methods:
                 rid = row_id(model, method, args.epochs, args.train_limit, args.tolerance, args.zeta)
