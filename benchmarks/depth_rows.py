@@ -120,7 +120,8 @@ def summary() -> Path:
         r = json.loads(p.read_text())
         f = r["final"]
         macs = f"{f['macs_base'] / f['macs_after']:.2f}" if f.get("macs_after") else "-"
-        label = r["method"] + (f" (zeta {r.get('zeta', 0.5):g})" if r["method"] == "nepenthe" else "")
+        zeta = f"zeta {r.get('zeta', 0.5):g}, " if r["method"] == "nepenthe" else ""
+        label = f"{r['method']} ({zeta}tol {r['tolerance']:g})"
         lines.append(f"| {r['model']} | {label} | {r['finetune_epochs_per_step']} ep x "
                      f"{r['train_images_per_step'] // 1000}k | {f['best_step']} | {f['rectifiers_removed']} | "
                      f"{f.get('conv_linear_base_folded', '-')} -> {f.get('conv_linear_after', '-')} | {macs} | "
