@@ -26,10 +26,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from entroprune.io import atomic_write_json, atomic_write_text
+from entroprune.data import load_data
+from entroprune.depth.fold import fold
+from entroprune.io import atomic_write_json, atomic_write_text, load
+from entroprune.measure import latency_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import commit_row  # noqa: E402  (benchmarks/run.py: commits only the row's own files)
+from run import commit_row, remeasure_rows  # noqa: E402  (shared with benchmarks/run.py)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
@@ -66,36 +69,29 @@ def remeasure_latency(repeats: int = 50, threads: int = 2, only: list[str] | Non
     models its run folder kept: the starting model (step 0), the folded best
     model and the starting model with only its BatchNorm folded; the random
     baseline's folded model too."""
-    from entroprune.data import load_data
-    from entroprune.depth.fold import fold
-    from entroprune.io import load
-    from entroprune.measure import latency_pairs
-
     data = load_data("fashion_mnist", seed=0)
     shape, x = tuple(data.train_x.shape[1:]), data.val_x[:64]
 
-    def pairs(a, b) -> list[dict]:
+    def pairs(a, b, batches: tuple[int, ...] = (1, 64)) -> list[dict]:
         return [dict(batch_size=p.batch_size, base_ms=p.base_ms, folded_ms=p.pruned_ms, speedup=p.speedup)
-                for p in latency_pairs(a, b, shape, (1, 64), repeats=repeats, threads=threads)]
+                for p in latency_pairs(a, b, shape, batches, repeats=repeats, threads=threads)]
 
-    for path in sorted(RESULTS.glob("*.json")):
-        row = json.loads(path.read_text())
+    def measure(row: dict) -> tuple[float, float] | None:
         folder = WORK / row["id"]
-        if (only and not any(o in row["id"] for o in only)) or not (folder / "folded.safetensors").exists():
-            continue
-        base = load(folder / "step_000.safetensors")
-        f = row["final"]
-        f["latency"] = pairs(base, load(folder / "folded.safetensors"))
+        if not (folder / "folded.safetensors").exists():
+            return None
+        base, folded, f = load(folder / "step_000.safetensors"), load(folder / "folded.safetensors"), row["final"]
+        f["latency"] = pairs(base, folded)
         if "latency_vs_base_folded" in f:
-            f["latency_vs_base_folded"] = pairs(fold(base, x)[0], load(folder / "folded.safetensors"))
+            f["latency_vs_base_folded"] = pairs(fold(base, x)[0], folded)
         for c in row.get("comparison") or []:
-            other = folder / "random" / "folded.safetensors" if c["label"].startswith("random") else None
-            c["speedup_b1"] = (pairs(base, load(other))[0]["speedup"] if other and other.exists()
-                               else f["latency"][0]["speedup"])
+            other = folder / "random" / "folded.safetensors"
+            c["speedup_b1"] = (pairs(base, load(other), (1,))[0]["speedup"]
+                               if c["label"].startswith("random") and other.exists() else f["latency"][0]["speedup"])
         row["latency_pass"] = f"quiet, {threads} threads, {repeats} repeats"
-        atomic_write_json(path, row)
-        print(f"{row['id']}: x{f['latency'][0]['speedup']:.2f} (bs1), x{f['latency'][1]['speedup']:.2f} (bs64)",
-              flush=True)
+        return f["latency"][0]["speedup"], f["latency"][1]["speedup"]
+
+    remeasure_rows(RESULTS, only, measure)
 
 
 def _speed(final: dict, batch: int, key: str = "latency") -> str:

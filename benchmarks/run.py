@@ -22,10 +22,12 @@ rows then say ``latency_pass: "quiet"``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,23 +115,44 @@ def rebuild_pruned(row: dict, base: torch.nn.Module, data) -> torch.nn.Module | 
     return pruned
 
 
+def remeasure_rows(results: Path, only: list[str] | None,
+                   measure: Callable[[dict], tuple[float, float] | None]) -> None:
+    """The ``--relatency`` loop of every benchmark script: ``measure(row)``
+    re-times one row JSON of ``results`` in place and returns its (bs1, bs64)
+    speedups, or None to leave the row as it is."""
+    for path in sorted(results.glob("*.json")):
+        row = json.loads(path.read_text())
+        if "id" not in row or (only and not any(o in row["id"] for o in only)):
+            continue                                    # not a row (e.g. entropy_cost.json), or not asked
+        speed = measure(row)
+        if speed is not None:
+            atomic_write_json(path, row)
+            print(f"{row['id']}: x{speed[0]:.2f} (bs1), x{speed[1]:.2f} (bs64)", flush=True)
+
+
+@functools.cache
+def base_model(name: str) -> torch.nn.Module:
+    """The shipped checkpoint, loaded once per process (pruning leaves it untouched)."""
+    return load(pretrained_path(name))
+
+
 def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
     """Measure again, alone on the machine, the latency pair of every row."""
     data = load_data("fashion_mnist", seed=0)
-    bases: dict[str, torch.nn.Module] = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        row = json.loads(path.read_text())
-        if "method" not in row or "target" not in row or (only and not any(o in row["id"] for o in only)):
-            continue
-        base = bases.setdefault(row["model"], load(pretrained_path(row["model"])))
-        pruned = rebuild_pruned(row, base, data)        # prune_step leaves base untouched
+
+    def measure(row: dict) -> tuple[float, float] | None:
+        if "method" not in row or "target" not in row:
+            return None
+        base = base_model(row["model"])
+        pruned = rebuild_pruned(row, base, data)
         if pruned is None:
-            continue
+            return None
         lat = latency_dict(base, pruned, data, repeats=repeats)
         row.update(latency=lat, latency_speedup_bs1=lat["bs1"]["speedup"],
                    latency_speedup_bs64=lat["bs64"]["speedup"], latency_pass="quiet")
-        atomic_write_json(path, row)
-        print(f"{row['id']}: x{lat['bs1']['speedup']:.2f} (bs1), x{lat['bs64']['speedup']:.2f} (bs64)", flush=True)
+        return lat["bs1"]["speedup"], lat["bs64"]["speedup"]
+
+    remeasure_rows(RESULTS, only, measure)
 
 
 def commit_row(rid: str, paths: list[Path]) -> None:

@@ -31,13 +31,14 @@ import torch
 from entroprune.data import load_data
 from entroprune.io import atomic_write_json, atomic_write_text, load, save
 from entroprune.models.pretrained import pretrained_path
+from entroprune.pruning import parse_macs_target
 from entroprune.reporting import latency_dict, summarize
 from entroprune.search import RewardConfig, SearchConfig, run_search
 from entroprune.search.runner import make_env
 from entroprune.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import commit_row  # noqa: E402  (benchmarks/run.py: commits only the row's own files)
+from run import base_model, commit_row, remeasure_rows  # noqa: E402  (shared with benchmarks/run.py)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "search", ROOT / "work" / "search"
@@ -104,23 +105,21 @@ def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
     architecture rebuilt from its channel counts (latency does not depend on
     the weights' values)."""
     data = load_data("fashion_mnist", seed=0)
-    bases: dict[str, torch.nn.Module] = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        row = json.loads(path.read_text())
-        if only and not any(o in row["id"] for o in only):
-            continue
-        base = bases.setdefault(row["model"], load(pretrained_path(row["model"])))
+
+    def measure(row: dict) -> tuple[float, float]:
+        base = base_model(row["model"])
         kept = WORK / row["id"] / "finetuned.safetensors"
         if kept.exists():
             pruned = load(kept)
         else:
-            cfg = SearchConfig(target_macs=1.0 / float(row["target"].rstrip("x")))
+            cfg = SearchConfig(target_macs=parse_macs_target(row["target"]))
             pruned = make_env(base, data, cfg, with_reward=False).pruner.apply(row["channels"])
         lat = latency_dict(base, pruned, data, repeats=repeats)
         row.update(latency_speedup_bs1=lat["bs1"]["speedup"], latency_speedup_bs64=lat["bs64"]["speedup"],
                    latency=lat, latency_pass=f"quiet, {torch.get_num_threads()} threads")
-        atomic_write_json(path, row)
-        print(f"{row['id']}: x{lat['bs1']['speedup']:.2f} (bs1), x{lat['bs64']['speedup']:.2f} (bs64)", flush=True)
+        return lat["bs1"]["speedup"], lat["bs64"]["speedup"]
+
+    remeasure_rows(RESULTS, only, measure)
 
 
 def summary() -> Path:
