@@ -25,6 +25,9 @@ def fold_cmd(
     force: bool = typer.Option(False, "--force", help="merge even when a merge raises MACs"),
     bn_only: bool = typer.Option(False, "--bn-only", help="only fold BatchNorm into convolutions"),
     skips: bool = typer.Option(True, "--skips/--no-skips", help="fold residual additions into convolutions"),
+    dead: bool = typer.Option(True, "--dead/--no-dead", help="emptied layers (all weights zero) -> their "
+                              "bias, and the computation only they consumed removed; ties the model to "
+                              "the input size"),
     input_shape: str = typer.Option("1,28,28", help="C,H,W of one input (without --evaluate)"),
     evaluate_acc: bool = typer.Option(False, "--evaluate", help="test accuracy before and after (loads data)"),
     examples: int = typer.Option(64, help="example images the deviation is measured on"),
@@ -34,7 +37,7 @@ def fold_cmd(
     seed: int = typer.Option(0),
     threads: Optional[int] = typer.Option(None),
 ) -> None:
-    """Fold BatchNorm and linear chains left by depth reduction into fewer layers."""
+    """Fold BatchNorm, linear chains and emptied layers left by depth reduction into fewer layers."""
     set_threads(threads)
     data = get_data(dataset, data_dir) if evaluate_acc else None
     net = get_model(model, data)
@@ -48,7 +51,8 @@ def fold_cmd(
             fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
             raise
         x = torch.randn(examples, *shape, generator=torch.Generator().manual_seed(seed))
-    cfg = FoldConfig(merge_chains=not bn_only, merge_skips=skips and not bn_only, force=force)
+    cfg = FoldConfig(merge_chains=not bn_only, merge_skips=skips and not bn_only, fold_dead=dead and not bn_only,
+                     force=force)
     try:
         folded, rep = fold(net, x, cfg)
     except (FoldError, RuntimeError) as e:

@@ -3,22 +3,26 @@ NEPENTHE has replaced rectifiers by ``nn.Identity``, the now-linear
 neighbours are physically merged so that the removed nonlinearities save time.
 
 ``fold(model, example_input)`` walks the model's data flow (``fold_graph``)
-and repeats three passes until nothing changes:
+and repeats four passes until nothing changes:
 
 1. BatchNorm into the preceding Conv2d / Linear (eval statistics; exact);
-2. chains of Conv2d (or of Linear) layers with only transparent nodes between
+2. emptied layers (all weights zero, as NEPENTHE leaves them) into a
+   ``Constant``, and the computation only they consumed into ``Zero``
+   (exact; ``fold_dead.py``);
+3. chains of Conv2d (or of Linear) layers with only transparent nodes between
    them into one layer. A chain is split into the segments that minimise MACs
    (dynamic programming over segmentations; ties go to fewer layers), so a
    merge that raises MACs is skipped, with the reason, unless
    ``FoldConfig.force`` is set (then: fewest layers). Inner zero padding makes
    k x k merges inexact in a border ring; every merge's deviation is measured
    on the example input and reported (fine-tuning repairs it);
-3. residual additions ``conv(x) + skip(x)`` with an identity or convolution
+4. residual additions ``conv(x) + skip(x)`` with an identity or convolution
    skip into the convolution, the skip module becoming ``Zero`` (exact).
 
 Merges are leaf swaps in a deep copy: the model keeps its class and forward
-code, so ``entroprune.save`` / ``entroprune.load`` round-trip it (``Zero`` is
-registered with save/load when ``entroprune.depth`` is imported).
+code, so ``entroprune.save`` / ``entroprune.load`` round-trip it (``Zero`` and
+``Constant`` are registered with save/load when ``entroprune.depth`` is
+imported).
 """
 
 from __future__ import annotations
@@ -26,8 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -35,7 +38,8 @@ import torch.nn as nn
 
 from ..io.module_specs import set_submodule
 from ..measure import count_depth, count_macs, count_params
-from .fold_graph import FlowGraph, Shapes, capture_inputs, record_shapes
+from .fold_dead import plan_dead_branches
+from .fold_graph import FlowGraph, FoldPlan, Shapes, capture_inputs, record_shapes, skip_entry
 from .fold_layers import (
     ConvGeometry,
     FoldError,
@@ -58,28 +62,14 @@ class FoldConfig:
     fold_bn: bool = True        # BatchNorm into the preceding Conv2d / Linear
     merge_chains: bool = True   # consecutive conv (or linear) layers with nothing nonlinear between
     merge_skips: bool = True    # residual additions into the main convolution
+    fold_dead: bool = True      # emptied layers -> Constant, the computation only they consumed -> Zero
     force: bool = False         # merge even when MACs grow (then: fewest layers)
     max_rounds: int = 8         # passes repeat until nothing changes, at most this often
 
 
-@dataclass
-class _Plan:
-    kind: str                                   # "bn", "chain" or "skip"
-    layers: list[str]                           # modules merged, in data-flow order
-    replacements: dict[str, nn.Module]          # name -> new leaf
-    entry: str                                  # the module whose input is the merge's input
-    original: list[nn.Module] | Callable        # the computation replaced, for measure_merge
-    merged: nn.Module
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _skip(kind: str, layers: list[str], reason: str) -> dict[str, Any]:
-    return {"kind": kind, "layers": layers, "reason": reason}
-
-
 # ------------------------------------------------------------------ passes
 
-def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_Plan], list[dict]]:
+def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[FoldPlan], list[dict]]:
     plans, skipped = [], []
     for node in g.nodes:
         bn = g.module(node)
@@ -89,27 +79,27 @@ def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[lis
         src = g.upstream(node.args[0])
         layer = g.module(src)
         if name in g.shared:
-            skipped.append(_skip("bn", [name], "the BatchNorm is called at several places"))
+            skipped.append(skip_entry("bn", [name], "the BatchNorm is called at several places"))
             continue
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             what = src.target if src.op == "call_module" else f"{src.op} {src.name}"
-            skipped.append(_skip("bn", [name], f"not preceded by a convolution or linear layer ({what})"))
+            skipped.append(skip_entry("bn", [name], f"not preceded by a convolution or linear layer ({what})"))
             continue
         lname = src.target
         if lname in g.shared or g.follow(src)[0] is not node:
-            skipped.append(_skip("bn", [lname, name], f"the output of {lname} is also used elsewhere"))
+            skipped.append(skip_entry("bn", [lname, name], f"the output of {lname} is also used elsewhere"))
             continue
         pairs = isinstance(bn, nn.BatchNorm2d) == isinstance(layer, nn.Conv2d)
         if not pairs or (isinstance(layer, nn.Linear) and len(shapes[lname][1]) != 1):
-            skipped.append(_skip("bn", [lname, name], f"{type(bn).__name__} does not normalise the "
+            skipped.append(skip_entry("bn", [lname, name], f"{type(bn).__name__} does not normalise the "
                                  f"output channels of this {type(layer).__name__}"))
             continue
         try:
             new = fold_batchnorm(layer, bn)
         except FoldError as e:
-            skipped.append(_skip("bn", [lname, name], str(e)))
+            skipped.append(skip_entry("bn", [lname, name], str(e)))
             continue
-        plans.append(_Plan("bn", [lname, name], {lname: new, name: nn.Identity()}, lname, [layer, bn], new,
+        plans.append(FoldPlan("bn", [lname, name], {lname: new, name: nn.Identity()}, lname, [layer, bn], new,
                            {"exact": True}))
     return plans, skipped
 
@@ -175,7 +165,7 @@ def _best_segmentation(mods: list[nn.Module], names: list[str], shapes: Shapes,
     return best[n][1]
 
 
-def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_Plan], list[dict]]:
+def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[FoldPlan], list[dict]]:
     weighted = {n for n in g.nodes if type(g.module(n)) in (nn.Conv2d, nn.Linear) and n.target not in g.shared}
     nxt = {}
     for n in weighted:
@@ -202,7 +192,7 @@ def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_P
                        "another grouping of this chain has fewer MACs")
             except FoldError as e:
                 why = str(e)
-            skipped.append(_skip("chain", [names[j], names[k]], why))
+            skipped.append(skip_entry("chain", [names[j], names[k]], why))
         for i, j in segs:
             if j == i:
                 continue
@@ -213,11 +203,11 @@ def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_P
             info = {"exact": exact, "what": _describe(seg),
                     "macs_before": sum(_layer_macs(m, shapes[nm]) for m, nm in zip(seg, seg_names)),
                     "macs_after": _segment_macs(seg, seg_names, shapes)}
-            plans.append(_Plan("chain", seg_names, repl, seg_names[0], list(seg), merged, info))
+            plans.append(FoldPlan("chain", seg_names, repl, seg_names[0], list(seg), merged, info))
     return plans, skipped
 
 
-def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_Plan], list[dict]]:
+def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[FoldPlan], list[dict]]:
     plans, skipped = [], []
     for node in g.nodes:
         if not g.is_add(node) or any(g.is_zero(a) for a in node.args):
@@ -243,30 +233,30 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_Pl
             name = conv_node.target
             layers = [name] + [skip_name or "(forward code)"]
             if skip_name is None:
-                skipped.append(_skip("skip", layers, "the skip path is written in the model's forward code "
+                skipped.append(skip_entry("skip", layers, "the skip path is written in the model's forward code "
                                      "(no module to replace by Zero); the addition stays"))
                 break
             in_shape, out_shape = shapes[name]
             if (skip_conv is None and in_shape != out_shape) or (
                     skip_conv is not None and shapes[skip_name][1] != out_shape):
-                skipped.append(_skip("skip", layers, "the skip and the convolution give different shapes"))
+                skipped.append(skip_entry("skip", layers, "the skip and the convolution give different shapes"))
                 break
             try:
                 merged = absorb_skip(conv, skip_conv)
             except FoldError as e:
-                skipped.append(_skip("skip", layers, str(e)))
+                skipped.append(skip_entry("skip", layers, str(e)))
                 break
             before = _layer_macs(conv, shapes[name]) + (_layer_macs(skip_conv, shapes[skip_name]) if skip_conv else 0)
             after = conv_macs(out_shape, merged.in_channels, merged.groups, tuple(merged.kernel_size))
             if after > before and not cfg.force:
-                skipped.append(_skip("skip", layers, f"absorbing the skip would raise MACs from {before:,} to "
+                skipped.append(skip_entry("skip", layers, f"absorbing the skip would raise MACs from {before:,} to "
                                      f"{after:,} ({conv_kind(conv)} -> {conv_kind(merged)}); force to merge anyway"))
                 break
 
             def original(x, conv=conv, skip_conv=skip_conv):
                 return conv(x) + (skip_conv(x) if skip_conv is not None else x)
             what = "identity skip" if skip_conv is None else f"{conv_kind(skip_conv)} skip"
-            plans.append(_Plan("skip", layers, {name: merged, skip_name: Zero()}, name, original, merged,
+            plans.append(FoldPlan("skip", layers, {name: merged, skip_name: Zero()}, name, original, merged,
                                {"exact": True, "what": f"{conv_kind(conv)} + {what}",
                                 "macs_before": before, "macs_after": after}))
             break
@@ -275,7 +265,7 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[_Pl
 
 # ------------------------------------------------------------------- apply
 
-def _apply(model: nn.Module, plans: list[_Plan], x: torch.Tensor) -> list[dict[str, Any]]:
+def _apply(model: nn.Module, plans: list[FoldPlan], x: torch.Tensor) -> list[dict[str, Any]]:
     """Measure each merge on the inputs it sees during ``model(x)``, then swap
     the leaves. Returns the report entries."""
     inputs = capture_inputs(model, x, {p.entry for p in plans})
@@ -291,8 +281,8 @@ def _apply(model: nn.Module, plans: list[_Plan], x: torch.Tensor) -> list[dict[s
     return done
 
 
-PASSES = (("bn", "fold_bn", _plan_batchnorms), ("chain", "merge_chains", _plan_chains),
-          ("skip", "merge_skips", _plan_skips))
+PASSES = (("bn", "fold_bn", _plan_batchnorms), ("dead", "fold_dead", plan_dead_branches),
+          ("chain", "merge_chains", _plan_chains), ("skip", "merge_skips", _plan_skips))
 
 
 @torch.no_grad()
@@ -360,7 +350,8 @@ def summarize(report: dict[str, Any]) -> str:
              f"output deviation max {report['max_abs_deviation']:.3g} mean {report['mean_abs_deviation']:.3g}"]
     for m in report["merges"]:
         extra = f" ({m['what']})" if "what" in m else ""
-        lines.append(f"merged {m['kind']}: {' + '.join(m['layers'])}{extra}, max dev {m['max_dev']:.3g}")
+        verb = "removed" if m["kind"] == "dead" else "merged"
+        lines.append(f"{verb} {m['kind']}: {' + '.join(m['layers'])}{extra}, max dev {m['max_dev']:.3g}")
     for s in report["skipped"]:
         lines.append(f"skipped {s['kind']}: {' + '.join(s['layers'])}: {s['reason']}")
     return "\n".join(lines)

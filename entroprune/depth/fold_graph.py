@@ -16,14 +16,35 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .fold_layers import FoldError, Zero
+from .fold_layers import Constant, FoldError, Zero
 
 ADD_TARGETS = (operator.add, torch.add)
+
+
+@dataclass
+class FoldPlan:
+    """One merge a folding pass proposes: leaves to swap, and how to check it."""
+
+    kind: str                                   # "bn", "chain", "skip" or "dead"
+    layers: list[str]                           # modules merged, in data-flow order
+    replacements: dict[str, nn.Module]          # name -> new leaf
+    entry: str                                  # the module whose input is the merge's input
+    original: list[nn.Module] | Callable        # the computation replaced, for measure_merge
+    merged: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def skip_entry(kind: str, layers: list[str], reason: str) -> dict[str, Any]:
+    """A report entry for a merge not done, with the reason."""
+    return {"kind": kind, "layers": layers, "reason": reason}
 
 
 class _LeafTracer(fx.Tracer):
@@ -66,9 +87,13 @@ class FlowGraph:
         return (node.op == "call_function" and node.target in ADD_TARGETS and len(node.args) == 2
                 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args))
 
+    def ignores_input(self, node: object) -> bool:
+        """Is ``node`` a ``Zero`` or a ``Constant``, whose output does not depend on its input?"""
+        return self.is_zero(node) or isinstance(self.module(node), Constant)
+
     def users(self, node: fx.Node) -> list[fx.Node]:
-        """Users that consume the value (a ``Zero`` ignores its input)."""
-        return [u for u in node.users if not self.is_zero(u)]
+        """Users that consume the value (``Zero`` and ``Constant`` ignore their input)."""
+        return [u for u in node.users if not self.ignores_input(u)]
 
     def transparent(self, user: fx.Node, src: fx.Node) -> bool:
         """Does ``user`` output its input ``src`` unchanged?"""

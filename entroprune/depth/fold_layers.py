@@ -22,7 +22,8 @@ and depthwise convolutions are expanded to dense block-diagonal kernels,
 composed, and stored back with the largest grouping the composite keeps
 (``gcd`` of the groups): depthwise then pointwise gives a dense k x k kernel.
 
-Skip paths folded into a convolution are replaced by ``Zero``, a leaf module
+Skip paths folded into a convolution, and dead computation, are replaced by
+``Zero``; an emptied convolution by ``Constant``. Both are leaf modules
 registered with save/load (``register_module_spec``); see ``fold.py``.
 """
 
@@ -42,14 +43,34 @@ Pair = tuple[int, int]
 
 
 class Zero(nn.Module):
-    """Outputs a scalar zero: a skip path whose computation now lives inside a
-    convolution. ``y + Zero()(x)`` broadcasts to ``y`` unchanged."""
+    """Outputs zeros of shape ``(N, 1, ..., 1)``: a skip path whose computation
+    now lives inside a convolution (``y + Zero()(x)`` broadcasts to ``y``
+    unchanged), or dead computation whose consumers ignore it. The batch size
+    is kept so that a ``Constant`` downstream knows it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(())  # () broadcasts against any shape
+        return x.new_zeros((x.shape[0],) + (1,) * (x.dim() - 1)) if x.dim() else x.new_zeros(())
+
+
+class Constant(nn.Module):
+    """Outputs ``value`` per channel, whatever its input: an emptied convolution
+    (all weights zero, as NEPENTHE leaves one) outputs its bias at every
+    position. ``value`` (C,) is a buffer; the output is ``(N, C, *spatial)``
+    with N the input's batch size."""
+
+    def __init__(self, channels: int, spatial: Sequence[int] = ()):
+        super().__init__()
+        self.spatial = tuple(int(s) for s in spatial)
+        self.register_buffer("value", torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = (x.shape[0] if x.dim() else 1), self.value.numel()
+        out = self.value.view(1, c, *(1,) * len(self.spatial))
+        return out.expand(n, c, *self.spatial).contiguous()           # (N, C, *spatial), writable
 
 
 register_module_spec(Zero, lambda m: {})
+register_module_spec(Constant, lambda m: {"channels": m.value.numel(), "spatial": list(m.spatial)})
 
 
 class FoldError(ValueError):

@@ -49,6 +49,23 @@ def test_fold_cmd_bn_only_keeps_every_conv(tmp_path):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
 
 
+def test_fold_cmd_removes_an_emptied_branch_unless_told_not_to(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create("resnet20"), images(16, seed=1))
+    with torch.no_grad():
+        model.layer2[1].conv2.weight.zero_()
+    src = entroprune.save(model, tmp_path / "m.safetensors")
+    layers, printed = {}, {}
+    for flag in ("--dead", "--no-dead"):
+        out = tmp_path / f"f{flag}.safetensors"
+        res = runner.invoke(app, [str(src), "--out", str(out), flag, "--examples", "4"])
+        assert res.exit_code == 0, res.output
+        layers[flag], printed[flag] = json.loads(res.output.strip().splitlines()[-1])["conv_linear"], res.output
+    assert layers == {"--dead": [22, 20], "--no-dead": [22, 22]}
+    assert "removed dead: layer2.1.conv1 + layer2.1.bn1 + layer2.1.relu1 + layer2.1.conv2" in printed["--dead"]
+    assert "removed dead" not in printed["--no-dead"]
+
+
 def test_fold_cmd_evaluates_accuracy(tmp_path):
     out = tmp_path / "l5.safetensors"
     res = runner.invoke(app, ["pretrained:lenet5", "--out", str(out), "--evaluate"])
