@@ -147,9 +147,10 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
     ap.add_argument("--relatency", action="store_true",
                     help="re-measure every row's latency (run it with nothing else on the machine)")
+    ap.add_argument("--only", nargs="*", help="with --relatency: row ids (or substrings) to re-measure")
     args = ap.parse_args()
     if args.relatency:
-        remeasure_latency(threads=args.threads)
+        remeasure_latency(threads=args.threads, only=args.only)
     elif not args.summary:
         for model in args.models:
             for method in args.methods:
