@@ -44,10 +44,11 @@ ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "search", ROOT / "work" / "search"
 KINDS = ("entropy", "accuracy", "uniform", "random")
 
-# (model, policy kind, MACs reduction factor, seed); 3 seeds for resnet20 at 5x
+# (model, policy kind, MACs reduction factor, seed); 3 seeds for resnet20 and vgg_small at 5x
 ROWS = ([("resnet20", k, 5.0, s) for s in (0, 1, 2) for k in KINDS]
         + [("resnet20", k, 10.0, 0) for k in KINDS]
-        + [("vgg_small", k, f, 0) for f in (5.0, 10.0) for k in KINDS])
+        + [("vgg_small", k, f, 0) for f in (5.0, 10.0) for k in KINDS]
+        + [("vgg_small", k, 5.0, s) for s in (1, 2) for k in KINDS])
 
 
 def row_id(model: str, kind: str, factor: float, seed: int, epochs: int, episodes: int) -> str:
