@@ -56,6 +56,15 @@ def row_id(model: str, kind: str, factor: float, seed: int, epochs: int, episode
     return f"{model}-{kind}-{factor:g}x{search}-ft{epochs}-s{seed}"
 
 
+def search_diagnostics(records: list[dict]) -> dict:
+    """How much the reward separated the policies a search tried: distinct
+    reward values (to 1e-6) over its episodes, and whether the best came
+    from the random warm-up episodes."""
+    rewards = [round(r["reward"], 6) for r in records]
+    best = max(range(len(rewards)), key=rewards.__getitem__)
+    return {"distinct_rewards": len(set(rewards)), "best_in_warmup": bool(records[best]["warmup"])}
+
+
 def policy_model(net, data, kind: str, target: float, seed: int, episodes: int, folder: Path):
     """The pruned (not fine-tuned) model of one policy kind, and the search's record."""
     cfg = SearchConfig(target_macs=target, episodes=episodes, reward=kind if kind in ("entropy", "accuracy") else
@@ -67,7 +76,8 @@ def policy_model(net, data, kind: str, target: float, seed: int, episodes: int, 
         return result.best_model(), {"policy": best["policy"], "channels": best["channels"],
                                      "search_reward": best["reward"], "best_episode": best["episode"],
                                      "val_acc_unfinetuned": best["val_acc"],
-                                     "search_seconds": float(sum(r["seconds"] for r in result.records))}
+                                     "search_seconds": float(sum(r["seconds"] for r in result.records)),
+                                     **search_diagnostics(result.records)}
     env = make_env(net, data, cfg, with_reward=False)
     if kind == "uniform":
         proposed = [env.pruner.uniform_ratio(target)] * env.n_steps
@@ -123,6 +133,14 @@ def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
     remeasure_rows(RESULTS, only, measure)
 
 
+def _diagnostics(rows: list[dict]) -> str:
+    """The two search-diagnostic cells of a group of rows ("" for policies without a search)."""
+    if not all("distinct_rewards" in r for r in rows) or not rows[0]["episodes"]:
+        return " | "
+    distinct = ", ".join(str(r["distinct_rewards"]) for r in rows)
+    return f"{distinct} | {sum(r['best_in_warmup'] for r in rows)} of {len(rows)}"
+
+
 def summary() -> Path:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     groups: dict[tuple, list[dict]] = {}
@@ -135,10 +153,12 @@ def summary() -> Path:
              "Search s: the sum of the search's episode times, from its log (a resumed search counts every "
              "episode; 0 for uniform and random; the row's JSON states its torch threads). Latency: median of "
              "repeated CPU runs, base and pruned interleaved; rows whose JSON says `latency_pass` were measured "
-             "again alone on the machine (`--relatency`).", "",
+             "again alone on the machine (`--relatency`). Distinct rewards: how many different reward values "
+             "(to 1e-6) the search saw over its episodes, per seed (1: the reward told no policy from another). "
+             "Best in warm-up: seeds whose best policy came from the random warm-up episodes.", "",
              "| model | target | policy | episodes | FT epochs | seeds | MACs ratio | latency x bs1 | latency x bs64 "
-             "| acc before | acc pruned | acc fine-tuned | search s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| acc before | acc pruned | acc fine-tuned | search s | distinct rewards | best in warm-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def stat(values: list[float]) -> str:
         return f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
@@ -148,7 +168,7 @@ def summary() -> Path:
                      f"{stat([r['macs_ratio'] for r in rs])} | {stat([r['latency_speedup_bs1'] for r in rs])} | "
                      f"{stat([r['latency_speedup_bs64'] for r in rs])} | {stat([r['acc_before'] for r in rs])} | "
                      f"{stat([r['acc_pruned'] for r in rs])} | {stat([r['acc_finetuned'] for r in rs])} | "
-                     f"{stat([r['method_seconds'] for r in rs])} |")
+                     f"{stat([r['method_seconds'] for r in rs])} | {_diagnostics(rs)} |")
     return atomic_write_text(RESULTS.parent / "SEARCH.md", "\n".join(lines) + "\n")
 
 
