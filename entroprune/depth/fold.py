@@ -92,7 +92,7 @@ def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[lis
         pairs = isinstance(bn, nn.BatchNorm2d) == isinstance(layer, nn.Conv2d)
         if not pairs or (isinstance(layer, nn.Linear) and len(shapes[lname][1]) != 1):
             skipped.append(skip_entry("bn", [lname, name], f"{type(bn).__name__} does not normalise the "
-                                 f"output channels of this {type(layer).__name__}"))
+                                      f"output channels of this {type(layer).__name__}"))
             continue
         try:
             new = fold_batchnorm(layer, bn)
@@ -100,7 +100,7 @@ def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[lis
             skipped.append(skip_entry("bn", [lname, name], str(e)))
             continue
         plans.append(FoldPlan("bn", [lname, name], {lname: new, name: nn.Identity()}, lname, [layer, bn], new,
-                           {"exact": True}))
+                              {"exact": True}))
     return plans, skipped
 
 
@@ -234,7 +234,7 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fol
             layers = [name] + [skip_name or "(forward code)"]
             if skip_name is None:
                 skipped.append(skip_entry("skip", layers, "the skip path is written in the model's forward code "
-                                     "(no module to replace by Zero); the addition stays"))
+                                          "(no module to replace by Zero); the addition stays"))
                 break
             in_shape, out_shape = shapes[name]
             if (skip_conv is None and in_shape != out_shape) or (
@@ -249,8 +249,9 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fol
             before = _layer_macs(conv, shapes[name]) + (_layer_macs(skip_conv, shapes[skip_name]) if skip_conv else 0)
             after = conv_macs(out_shape, merged.in_channels, merged.groups, tuple(merged.kernel_size))
             if after > before and not cfg.force:
-                skipped.append(skip_entry("skip", layers, f"absorbing the skip would raise MACs from {before:,} to "
-                                     f"{after:,} ({conv_kind(conv)} -> {conv_kind(merged)}); force to merge anyway"))
+                why = (f"absorbing the skip would raise MACs from {before:,} to {after:,} "
+                       f"({conv_kind(conv)} -> {conv_kind(merged)}); force to merge anyway")
+                skipped.append(skip_entry("skip", layers, why))
                 break
 
             def original(x, conv=conv, skip_conv=skip_conv):
