@@ -56,13 +56,12 @@ def row_id(model: str, kind: str, factor: float, seed: int, epochs: int, episode
     return f"{model}-{kind}-{factor:g}x{search}-ft{epochs}-s{seed}"
 
 
-def search_diagnostics(records: list[dict]) -> dict:
+def search_diagnostics(records: list[dict], best_episode: int) -> dict:
     """How much the reward separated the policies a search tried: distinct
-    reward values (to 1e-6) over its episodes, and whether the best came
-    from the random warm-up episodes."""
-    rewards = [round(r["reward"], 6) for r in records]
-    best = max(range(len(rewards)), key=rewards.__getitem__)
-    return {"distinct_rewards": len(set(rewards)), "best_in_warmup": bool(records[best]["warmup"])}
+    reward values (to 1e-6) over its episodes, and whether the best one
+    (the runner's choice) was a random warm-up episode."""
+    distinct = len({round(r["reward"], 6) for r in records})
+    return {"distinct_rewards": distinct, "best_in_warmup": bool(records[best_episode]["warmup"])}
 
 
 def policy_model(net, data, kind: str, target: float, seed: int, episodes: int, folder: Path):
@@ -77,7 +76,7 @@ def policy_model(net, data, kind: str, target: float, seed: int, episodes: int, 
                                      "search_reward": best["reward"], "best_episode": best["episode"],
                                      "val_acc_unfinetuned": best["val_acc"],
                                      "search_seconds": float(sum(r["seconds"] for r in result.records)),
-                                     **search_diagnostics(result.records)}
+                                     **search_diagnostics(result.records, best["episode"])}
     env = make_env(net, data, cfg, with_reward=False)
     if kind == "uniform":
         proposed = [env.pruner.uniform_ratio(target)] * env.n_steps
@@ -134,7 +133,7 @@ def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
 
 
 def _diagnostics(rows: list[dict]) -> str:
-    """The two search-diagnostic cells of a group of rows ("" for policies without a search)."""
+    """The two search-diagnostic cells of a group of rows (empty for policies without a search)."""
     if not all("distinct_rewards" in r for r in rows) or not rows[0]["episodes"]:
         return " | "
     distinct = ", ".join(str(r["distinct_rewards"]) for r in rows)
