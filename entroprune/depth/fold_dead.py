@@ -26,9 +26,11 @@ from .fold_graph import FlowGraph, FoldPlan, Shapes
 from .fold_layers import Constant, Zero, conv_macs
 
 
-def _emptied(m: nn.Module | None) -> bool:
-    """A Conv2d / Linear whose weights are all zero (its output is its bias)."""
-    return type(m) in (nn.Conv2d, nn.Linear) and not bool(m.weight.detach().any())
+def _emptied(m: nn.Module | None, out_shape: tuple[int, ...]) -> bool:
+    """A Conv2d (output C, H, W) or Linear (output F) whose weights are all
+    zero: its output is its bias, per channel."""
+    rank = {nn.Conv2d: 3, nn.Linear: 1}.get(type(m))
+    return rank == len(out_shape) and not bool(m.weight.detach().any())
 
 
 def _macs(m: nn.Module, shape: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
@@ -64,7 +66,7 @@ def plan_dead_branches(g: FlowGraph, shapes: Shapes, cfg: Any = None) -> tuple[l
             plan.replacements[node.target] = Zero()
             plan.info["macs_before"] += _macs(m, shapes[node.target])
             owner[node] = plan
-        elif _emptied(m):
+        elif _emptied(m, shapes[node.target][1]):
             const = _constant(m, shapes[node.target][1])
             plan = FoldPlan("dead", [node.target], {node.target: const}, node.target, [m], const,
                             {"exact": True, "what": f"emptied {type(m).__name__} -> Constant (its bias)",

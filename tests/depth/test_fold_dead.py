@@ -96,3 +96,15 @@ def test_shipped_resnet20_with_an_emptied_branch_keeps_its_predictions(fmnist_sm
     assert same == 1.0
     assert rep["macs_before"] - rep["macs_after"] == 2 * BRANCH_CONV_MACS
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_emptied_linear_on_a_sequence_is_left_alone():
+    """A Linear applied over the last axis of (N, C, L) is not a per-channel
+    constant of the Constant's layout: the pass skips it rather than fail."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(2), nn.Linear(26 * 26, 5)).eval()
+    with torch.no_grad():
+        model[2].weight.zero_()
+    folded, rep = fold(model, images(2))
+    assert not any(m["kind"] == "dead" for m in rep["merges"]) and type(folded[2]) is nn.Linear
+    assert max_diff(model, folded, images(3, seed=2)) == 0.0
