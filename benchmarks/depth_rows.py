@@ -38,14 +38,16 @@ ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
 
 
-def row_id(model: str, method: str, epochs: int, limit: int, tolerance: float, zeta: float = 0.5) -> str:
+def row_id(model: str, method: str, epochs: int, limit: int, tolerance: float, zeta: float = 0.5,
+           cap: float = 1.0) -> str:
     gentler = f"-zeta{zeta:g}" if method == "nepenthe" and zeta != 0.5 else ""  # 0.5: the paper's
+    gentler += f"-cap{cap:g}" if method == "nepenthe" and cap != 1.0 else ""    # 1.0: the authors' code
     return f"{model}-{method}{gentler}-ft{epochs}x{limit // 1000}k-tol{tolerance:g}"
 
 
 def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, threads: int,
-            zeta: float = 0.5) -> dict:
-    rid = row_id(model, method, epochs, limit, tolerance, zeta)
+            zeta: float = 0.5, cap: float = 1.0) -> dict:
+    rid = row_id(model, method, epochs, limit, tolerance, zeta, cap)
     folder = WORK / rid
     cmd = ["entroprune", "depth", f"pretrained:{model}", "--method", method, "--out", str(folder),
            "--epochs", str(epochs), "--train-limit", str(limit), "--tolerance", str(tolerance),
@@ -53,12 +55,13 @@ def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, 
     if method == "easier":
         cmd.append("--random-baseline")
     else:
-        cmd += ["--zeta", str(zeta)]
+        cmd += ["--zeta", str(zeta)] + (["--max-layer-fraction", str(cap)] if cap != 1.0 else [])
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     state = json.loads((folder / "state.json").read_text())
     steps = [{k: v for k, v in r.items() if k != "entropies"} for r in state.get("rows", [])]  # per step
-    return {"id": rid, "model": model, "method": method, **({"zeta": zeta} if method == "nepenthe" else {}),
+    knobs = {"zeta": zeta, "max_layer_fraction": cap} if method == "nepenthe" else {}
+    return {"id": rid, "model": model, "method": method, **knobs,
             "finetune_epochs_per_step": epochs,
             "train_images_per_step": limit, "tolerance": tolerance, "final": state["final"],
             "comparison": state.get("comparison"), "steps": steps, "command": " ".join(cmd)}
@@ -116,7 +119,9 @@ def summary() -> Path:
         r = json.loads(p.read_text())
         f = r["final"]
         macs = f"{f['macs_base'] / f['macs_after']:.2f}" if f.get("macs_after") else "-"
-        zeta = f"zeta {r.get('zeta', 0.5):g}, " if r["method"] == "nepenthe" else ""
+        cap = r.get("max_layer_fraction", 1.0)
+        zeta = (f"zeta {r.get('zeta', 0.5):g}, " + (f"cap {cap:g}, " if cap != 1.0 else "")
+                if r["method"] == "nepenthe" else "")
         label = f"{r['method']} ({zeta}tol {r['tolerance']:g})"
         lines.append(f"| {r['model']} | {label} | {r['finetune_epochs_per_step']} ep x "
                      f"{r['train_images_per_step'] // 1000}k | {f['best_step']} | {f['rectifiers_removed']} | "
@@ -143,6 +148,8 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--zeta", type=float, default=0.5, help="nepenthe: fraction of weights removed per round")
+    ap.add_argument("--max-layer-fraction", type=float, default=1.0,
+                    help="nepenthe: a layer loses at most this fraction of its remaining weights per round")
     ap.add_argument("--summary", action="store_true", help="only rebuild DEPTH.md")
     ap.add_argument("--commit", action="store_true", help="git-commit each finished row")
     ap.add_argument("--relatency", action="store_true",
@@ -154,12 +161,13 @@ def main() -> None:
     elif not args.summary:
         for model in args.models:
             for method in args.methods:
-                rid = row_id(model, method, args.epochs, args.train_limit, args.tolerance, args.zeta)
+                rid = row_id(model, method, args.epochs, args.train_limit, args.tolerance, args.zeta,
+                             args.max_layer_fraction)
                 path = RESULTS / f"{rid}.json"
                 if path.exists():
                     continue
                 atomic_write_json(path, run_row(model, method, args.epochs, args.train_limit, args.tolerance,
-                                                args.threads, args.zeta))
+                                                args.threads, args.zeta, args.max_layer_fraction))
                 table = summary()
                 if args.commit:
                     commit_row(path.stem, [path, table])
