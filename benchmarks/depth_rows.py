@@ -40,9 +40,9 @@ RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
 
 def row_id(model: str, method: str, epochs: int, limit: int, tolerance: float, zeta: float = 0.5,
            cap: float = 1.0) -> str:
-    gentler = f"-zeta{zeta:g}" if method == "nepenthe" and zeta != 0.5 else ""  # 0.5: the paper's
-    gentler += f"-cap{cap:g}" if method == "nepenthe" and cap != 1.0 else ""    # 1.0: the authors' code
-    return f"{model}-{method}{gentler}-ft{epochs}x{limit // 1000}k-tol{tolerance:g}"
+    knobs = f"-zeta{zeta:g}" if method == "nepenthe" and zeta != 0.5 else ""  # 0.5: the paper's
+    knobs += f"-cap{cap:g}" if method == "nepenthe" and cap != 1.0 else ""    # 1.0: the authors' code
+    return f"{model}-{method}{knobs}-ft{epochs}x{limit // 1000}k-tol{tolerance:g}"
 
 
 def run_row(model: str, method: str, epochs: int, limit: int, tolerance: float, threads: int,
@@ -120,9 +120,9 @@ def summary() -> Path:
         f = r["final"]
         macs = f"{f['macs_base'] / f['macs_after']:.2f}" if f.get("macs_after") else "-"
         cap = r.get("max_layer_fraction", 1.0)
-        zeta = (f"zeta {r.get('zeta', 0.5):g}, " + (f"cap {cap:g}, " if cap != 1.0 else "")
-                if r["method"] == "nepenthe" else "")
-        label = f"{r['method']} ({zeta}tol {r['tolerance']:g})"
+        knobs = (f"zeta {r.get('zeta', 0.5):g}, " + (f"cap {cap:g}, " if cap != 1.0 else "")
+                 if r["method"] == "nepenthe" else "")
+        label = f"{r['method']} ({knobs}tol {r['tolerance']:g})"
         lines.append(f"| {r['model']} | {label} | {r['finetune_epochs_per_step']} ep x "
                      f"{r['train_images_per_step'] // 1000}k | {f['best_step']} | {f['rectifiers_removed']} | "
                      f"{f.get('conv_linear_base_folded', '-')} -> {f.get('conv_linear_after', '-')} | {macs} | "

@@ -52,6 +52,7 @@ from .fold_layers import (
     conv_kind,
     conv_macs,
     fold_batchnorm,
+    layer_macs,
     measure_merge,
     unsupported_conv,
 )
@@ -104,16 +105,10 @@ def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[lis
     return plans, skipped
 
 
-def _layer_macs(m: nn.Module, shape: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
-    if isinstance(m, nn.Linear):
-        return math.prod(shape[1]) * m.in_features
-    return conv_macs(shape[1], m.in_channels, m.groups, tuple(m.kernel_size))
-
-
 def _segment_macs(mods: list[nn.Module], names: list[str], shapes: Shapes) -> int:
     """MACs of ``mods`` merged into one layer; FoldError if they cannot be."""
     if len(mods) == 1:
-        return _layer_macs(mods[0], shapes[names[0]])
+        return layer_macs(mods[0], shapes[names[0]])
     out_shape = shapes[names[-1]][1]
     if isinstance(mods[0], nn.Linear):
         return math.prod(out_shape) * mods[0].in_features
@@ -201,7 +196,7 @@ def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fo
             exact = isinstance(seg[0], nn.Linear) or all(tuple(m.padding) == (0, 0) for m in seg[1:])
             repl = {seg_names[0]: merged} | {nm: nn.Identity() for nm in seg_names[1:]}
             info = {"exact": exact, "what": _describe(seg),
-                    "macs_before": sum(_layer_macs(m, shapes[nm]) for m, nm in zip(seg, seg_names)),
+                    "macs_before": sum(layer_macs(m, shapes[nm]) for m, nm in zip(seg, seg_names)),
                     "macs_after": _segment_macs(seg, seg_names, shapes)}
             plans.append(FoldPlan("chain", seg_names, repl, seg_names[0], list(seg), merged, info))
     return plans, skipped
@@ -246,7 +241,7 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fol
             except FoldError as e:
                 skipped.append(skip_entry("skip", layers, str(e)))
                 break
-            before = _layer_macs(conv, shapes[name]) + (_layer_macs(skip_conv, shapes[skip_name]) if skip_conv else 0)
+            before = layer_macs(conv, shapes[name]) + (layer_macs(skip_conv, shapes[skip_name]) if skip_conv else 0)
             after = conv_macs(out_shape, merged.in_channels, merged.groups, tuple(merged.kernel_size))
             if after > before and not cfg.force:
                 why = (f"absorbing the skip would raise MACs from {before:,} to {after:,} "
@@ -312,17 +307,19 @@ def fold(model: nn.Module, example_input: torch.Tensor,
     merges: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     rounds = 0
+    view: tuple[FlowGraph, Shapes] | None = None   # trace + shapes of `folded`, redone only after a change
     while rounds < cfg.max_rounds:
         rounds += 1
         skipped, changed = [], False
         for _, flag, planner in PASSES:
             if not getattr(cfg, flag):
                 continue
-            plans, why = planner(FlowGraph(folded), record_shapes(folded, example_input), cfg)
+            view = view or (FlowGraph(folded), record_shapes(folded, example_input))
+            plans, why = planner(*view, cfg)
             skipped += why
             if plans:
                 merges += _apply(folded, plans, example_input)
-                changed = True
+                changed, view = True, None
         if not changed:
             break
 

@@ -23,7 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .fold_graph import FlowGraph, FoldPlan, Shapes
-from .fold_layers import Constant, Zero, conv_macs
+from .fold_layers import Constant, Zero, layer_macs
 
 
 def _emptied(m: nn.Module | None, out_shape: tuple[int, ...]) -> bool:
@@ -33,27 +33,19 @@ def _emptied(m: nn.Module | None, out_shape: tuple[int, ...]) -> bool:
     return rank == len(out_shape) and not bool(m.weight.detach().any())
 
 
-def _macs(m: nn.Module, shape: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
-    if type(m) is nn.Conv2d:
-        return conv_macs(shape[1], m.in_channels, m.groups, tuple(m.kernel_size))
-    if type(m) is nn.Linear:
-        return m.in_features * m.out_features
-    return 0
-
-
 def _constant(m: nn.Conv2d | nn.Linear, out_shape: tuple[int, ...]) -> Constant:
     """The ``Constant`` equal to emptied ``m``'s output ``out_shape`` (C, *spatial)."""
-    const = Constant(out_shape[0], out_shape[1:]).to(m.weight.device)
+    const = Constant(out_shape[0], out_shape[1:]).to(m.weight)       # weight's dtype and device
     if m.bias is not None:
         const.value.copy_(m.bias.detach())
-    return const.to(m.weight.dtype)
+    return const
 
 
 def plan_dead_branches(g: FlowGraph, shapes: Shapes, cfg: Any = None) -> tuple[list[FoldPlan], list[dict]]:
     """One plan per emptied layer: the layer -> ``Constant``, and the leaves
     upstream that only it consumes -> ``Zero``. Nodes are visited consumers
     first (reverse trace order), so a whole dead branch is found in one pass."""
-    plans: dict[str, FoldPlan] = {}          # emptied layer name -> its plan
+    plans: list[FoldPlan] = []               # one per emptied layer
     owner: dict[fx.Node, FoldPlan] = {}      # node replaced this pass -> the plan it belongs to
     for node in reversed(g.nodes):
         m = g.module(node)
@@ -64,13 +56,14 @@ def plan_dead_branches(g: FlowGraph, shapes: Shapes, cfg: Any = None) -> tuple[l
         if consumers and plan is not None and all(u in owner or g.ignores_input(u) for u in consumers):
             plan.layers.insert(0, node.target)   # dead: data-flow order, producers first
             plan.replacements[node.target] = Zero()
-            plan.info["macs_before"] += _macs(m, shapes[node.target])
+            plan.info["macs_before"] += layer_macs(m, shapes[node.target])
             owner[node] = plan
         elif _emptied(m, shapes[node.target][1]):
             const = _constant(m, shapes[node.target][1])
             plan = FoldPlan("dead", [node.target], {node.target: const}, node.target, [m], const,
                             {"exact": True, "what": f"emptied {type(m).__name__} -> Constant (its bias)",
-                             "macs_before": _macs(m, shapes[node.target]), "macs_after": 0})
-            plans[node.target] = owner[node] = plan
-    return list(plans.values()), []
+                             "macs_before": layer_macs(m, shapes[node.target]), "macs_after": 0})
+            plans.append(plan)
+            owner[node] = plan
+    return plans, []
 
