@@ -1,8 +1,10 @@
-"""Measurement: MACs/params per layer, CPU latency, depth."""
+"""Measurement: MACs/params per layer, CPU latency (eager torch or ONNX Runtime), depth."""
 
 from .complexity import LayerCost, count_macs, count_params, layer_costs
 from .depth import Depth, count_depth
 from .latency import LatencyPair, compare_latency, latency_pairs, measure_latency
+from .runtime import OnnxRuntime, Runtime, TorchRuntime, get_runtime, time_models
 
-__all__ = ["Depth", "LatencyPair", "LayerCost", "compare_latency", "count_depth", "count_macs",
-           "count_params", "latency_pairs", "layer_costs", "measure_latency"]
+__all__ = ["Depth", "LatencyPair", "LayerCost", "OnnxRuntime", "Runtime", "TorchRuntime", "compare_latency",
+           "count_depth", "count_macs", "count_params", "get_runtime", "latency_pairs", "layer_costs",
+           "measure_latency", "time_models"]

@@ -93,22 +93,22 @@ class _Scripted(nn.Module):
 
 
 def test_latency_reports_medians_of_the_timed_runs_after_warmup(monkeypatch):
-    from entroprune.measure import latency
+    from entroprune.measure import runtime
 
     clock = _FakeClock()
-    monkeypatch.setattr(latency, "time", clock)
+    monkeypatch.setattr(runtime, "time", clock)   # the timing loop shared by every runtime
     # the first two runs of each model are warm-up: 50 s outliers that must not count
     base = _Scripted(clock, [50.0, 50.0, 0.004, 0.001, 0.009, 0.002, 0.003])   # median 3 ms
     pruned = _Scripted(clock, [50.0, 50.0, 0.0005, 0.0002, 0.0001, 0.0007, 0.0008])  # median 0.5 ms
-    b, p = compare_latency(base, pruned, (1, 4, 4), repeats=5, warmup=2)
+    b, p = compare_latency(base, pruned, (1, 4, 4), repeats=5, warmup=2, runtime="torch")
     assert base.calls == pruned.calls == 7
     assert b == pytest.approx(3.0) and p == pytest.approx(0.5)
     even = _Scripted(clock, [50.0, 0.004, 0.001, 0.002, 0.010])                # median (2+4)/2 ms
-    assert measure_latency(even, (1, 4, 4), repeats=4, warmup=1) == pytest.approx(3.0)
+    assert measure_latency(even, (1, 4, 4), repeats=4, warmup=1, runtime="torch") == pytest.approx(3.0)
     # latency_pairs: one pair per batch size, speedup = base / pruned medians
     base = _Scripted(clock, [50.0] * 5 + [0.001, 0.006, 0.004])                # 5 warm-up runs
     pruned = _Scripted(clock, [50.0] * 5 + [0.003, 0.001, 0.002])
-    (q,) = latency_pairs(base, pruned, (1, 4, 4), (2,), repeats=3)
+    (q,) = latency_pairs(base, pruned, (1, 4, 4), (2,), repeats=3, runtime="torch")
     assert (q.batch_size, q.base_ms, q.pruned_ms) == (2, pytest.approx(4.0), pytest.approx(2.0))
     assert q.speedup == pytest.approx(2.0)
 
@@ -140,11 +140,11 @@ def caller_threads():
 @pytest.mark.parametrize("threads", [1, 2])
 def test_latency_runs_on_the_given_threads_and_restores_the_callers(caller_threads, threads):
     probe = _ThreadProbe()
-    measure_latency(probe, (1, 4, 4), repeats=3, warmup=2, threads=threads)
+    measure_latency(probe, (1, 4, 4), repeats=3, warmup=2, threads=threads, runtime="torch")
     assert probe.seen == [threads] * 5
     assert torch.get_num_threads() == caller_threads
     base, pruned = _ThreadProbe(), _ThreadProbe()
-    compare_latency(base, pruned, (1, 4, 4), repeats=2, warmup=1, threads=threads)
+    compare_latency(base, pruned, (1, 4, 4), repeats=2, warmup=1, threads=threads, runtime="torch")
     assert base.seen == pruned.seen == [threads] * 3
     assert torch.get_num_threads() == caller_threads
 
@@ -152,7 +152,7 @@ def test_latency_runs_on_the_given_threads_and_restores_the_callers(caller_threa
 def test_latency_restores_threads_and_mode_when_the_model_fails(caller_threads):
     probe = _ThreadProbe(fail=True).train()
     with pytest.raises(RuntimeError, match="boom"):
-        measure_latency(probe, (1, 4, 4), repeats=3, warmup=1, threads=1)
+        measure_latency(probe, (1, 4, 4), repeats=3, warmup=1, threads=1, runtime="torch")
     assert probe.seen == [1]
     assert torch.get_num_threads() == caller_threads and probe.training
 
