@@ -1,4 +1,4 @@
-"""Benchmark rows of depth reduction (issue 5, METHODS.md sections 4-5):
+"""Benchmark rows of depth reduction (docs/METHODS.md sections 4-5):
 EASIER (Quetu et al., arXiv 2404.18949) with its random-rectifier comparison,
 and NEPENTHE (Liao et al., arXiv 2404.16890), on the shipped checkpoints.
 

@@ -1,5 +1,5 @@
 """Cost of a streaming entropy statistics pass relative to a plain forward
-pass over the same calibration data (issue 3's target: aura entropy over
+pass over the same calibration data (the target of docs/METHODS.md section 1: aura entropy over
 every convolution of ResNet-20 at most 1.5x a plain forward).
 
 Both passes run in the same process, interleaved, repeated. This machine's

@@ -1,5 +1,5 @@
-"""Generalized entropic sparsification against the L1 baseline (issue 6,
-METHODS.md section 6; T. Barisin, I. Horenko, arXiv 2404.04734).
+"""Generalized entropic sparsification against the L1 baseline (docs/METHODS.md
+section 6; T. Barisin, I. Horenko, arXiv 2404.04734).
 
 For each shipped model and each fraction of input channels removed per layer
 (``--targets``): GES (entropic feature weights, removal, least-squares refit,

@@ -1,4 +1,4 @@
-"""Is the entropy reward a good proxy for accuracy? (issue 4, METHODS.md section 3)
+"""Is the entropy reward a good proxy for accuracy? (docs/METHODS.md section 3)
 
 Draw random per-group preserve ratios, let the action wall of the search
 environment bring each policy to the same MACs target, and prune the shipped

@@ -7,7 +7,7 @@ runs; a row interrupted during fine-tuning resumes from its epoch checkpoint
 in ``benchmarks/work/``. Every row starts from the shipped checkpoint and
 uses the same fine-tuning budget (``--epochs``, default 10, lr 0.01).
 
-    python benchmarks/run.py --suite l1            # the rows of issue 2
+    python benchmarks/run.py --suite l1            # the L1 rows (docs/METHODS.md section 2)
     python benchmarks/run.py --suite l1 --commit   # git-commit each finished row
     python benchmarks/run.py --table               # only rebuild RESULTS.md
     python benchmarks/run.py --relatency           # re-measure every row's latency on a quiet machine

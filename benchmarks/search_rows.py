@@ -1,4 +1,4 @@
-"""Benchmark rows of the RL search of per-layer sparsity (issue 4, METHODS.md
+"""Benchmark rows of the RL search of per-layer sparsity (docs/METHODS.md
 section 3): the policy found with the entropy reward (B. Musat, R. Andonie,
 arXiv 2312.04918) beside the accuracy reward of AMC (arXiv 1802.03494), the
 uniform policy and a random policy, all at the same MACs target (the action
@@ -10,7 +10,7 @@ is skipped; an interrupted row resumes its search (the runner's checkpoint)
 and its fine-tuning (epoch checkpoint) from ``work/search/<row>/``. The
 summary, with mean and spread over seeds, is ``results/SEARCH.md``.
 
-    python benchmarks/search_rows.py                       # the rows of issue 4
+    python benchmarks/search_rows.py                       # every row of docs/METHODS.md section 3
     python benchmarks/search_rows.py --only resnet20-entropy-5x
     python benchmarks/search_rows.py --summary
     python benchmarks/search_rows.py --commit              # git-commit each finished row

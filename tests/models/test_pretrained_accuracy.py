@@ -1,5 +1,5 @@
 """The shipped checkpoints reach the accuracies promised in the README
-(issue 2), measured here on the real Fashion-MNIST test set."""
+(section Shipped checkpoints), measured here on the real Fashion-MNIST test set."""
 
 import hashlib
 
