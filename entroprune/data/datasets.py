@@ -8,6 +8,11 @@ A ``DataBundle`` holds normalised float images for the three splits:
 and draws a seeded calibration sample from ``train`` for the entropy
 statistics. Everything fits in memory (Fashion-MNIST is 47 MB as uint8), so
 batches are sliced from tensors with no worker processes.
+
+Besides the named sets, ``load_data("folder:PATH")`` reads a folder of images
+(one subfolder per class, see ``folder.py``) and ``load_data("npz:PATH")`` a
+NumPy ``.npz`` archive (see ``npz.py``); their splits and training statistics
+are made in ``custom.py``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ class DataBundle:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int = 10
+    # how raw images become train_x: (x / pixel_scale - mean) / std per channel,
+    # so new images can be normalised the same way (see ``normalise``)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    pixel_scale: float = 255.0
+    classes: tuple[str, ...] = ()   # class names by label, when the data has them
 
     @property
     def in_channels(self) -> int:
@@ -54,12 +65,24 @@ class DataBundle:
         idx = torch.randperm(self.train_x.shape[0], generator=g)[:n]
         return self.train_x[idx]
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw images ``(N, C, H, W)`` (uint8, or float in the data's own units)
+        normalised exactly as this bundle's splits were."""
+        return normalise(x, self.mean, self.std, self.pixel_scale)
+
+
+def normalise(x: torch.Tensor, mean, std, pixel_scale: float = 255.0) -> torch.Tensor:
+    """``(x / pixel_scale - mean) / std`` per channel, as float32 ``(N, C, H, W)``."""
+    if len(mean) != x.shape[1]:
+        raise ValueError(f"images have {x.shape[1]} channels but the statistics {len(mean)}")
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    out = x.to(torch.float32, copy=True)   # a copy even of float32 input: the ops below are in place
+    return out.div_(pixel_scale).sub_(mean_t).div_(std_t)
+
 
 def _normalise(x: torch.Tensor, name: str) -> torch.Tensor:
-    mean, std = STATS[name]
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
-    return (x.float() / 255.0 - mean_t) / std_t
+    return normalise(x, *STATS[name])
 
 
 def synthetic_images(n: int, seed: int = 0, size: int = 28, num_classes: int = 10):
@@ -79,11 +102,24 @@ def load_data(name: str = "fashion_mnist", data_dir: str | Path | None = None,
               val_size: int = 5000, seed: int = 0, limit_train: int | None = None) -> DataBundle:
     """Load a data set by name and split off a seeded validation set.
 
+    ``name`` is one of ``DATASETS``, ``"folder:PATH"`` (a folder of images, one
+    subfolder per class) or ``"npz:PATH"`` (arrays ``x``, ``y``); for the last
+    two, options may follow the path (``folder:PATH,size=32,channels=3``), the
+    validation split is capped at 10% of the training images, and the
+    normalisation uses the training split's statistics (see ``custom.py``).
     ``limit_train`` keeps only the first images of the (shuffled) training
     split, for quick runs.
     """
+    if name.startswith(("folder:", "npz:")):
+        from .custom import load_spec  # not at the top: custom.py imports DataBundle from here
+        if data_dir:
+            raise ValueError(f"--data-dir is not used with {name.split(':')[0]}:PATH (the path follows "
+                             "the colon); drop --data-dir")
+        return load_spec(name, val_size=val_size, seed=seed, limit_train=limit_train)
     if name not in STATS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
+                         "or folder:PATH (one subfolder of images per class) or npz:PATH "
+                         "(arrays x and y)")
     if name in ("fashion_mnist", "mnist"):
         folder = Path(data_dir) if data_dir else FASHION_MNIST_DIR
         if name == "mnist" and not data_dir:
@@ -105,8 +141,9 @@ def load_data(name: str = "fashion_mnist", data_dir: str | Path | None = None,
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     if limit_train is not None:
         train_idx = train_idx[:limit_train]
+    mean, std = STATS[name]
     return DataBundle(
-        name=name,
+        name=name, mean=mean, std=std,
         train_x=_normalise(tr_x[train_idx], name), train_y=tr_y[train_idx],
         val_x=_normalise(tr_x[val_idx], name), val_y=tr_y[val_idx],
         test_x=_normalise(te_x, name), test_y=te_y,
