@@ -7,6 +7,7 @@ import typer
 
 from ..models import list_models
 from .analyze_cmds import analyze_cmd, export_cmd
+from .deploy_cmds import quantize_cmd
 from .depth_cmds import depth_cmd
 from .fold_cmds import fold_cmd
 from .prune_cmds import finetune_cmd, info_cmd, prune_cmd
@@ -29,6 +30,7 @@ app.command("depth")(depth_cmd)
 app.command("sparsify")(sparsify_cmd)
 app.command("search")(search_cmd)
 app.command("compress")(compress_cmd)
+app.command("quantize")(quantize_cmd)
 
 
 @app.command("models")
