@@ -37,7 +37,6 @@ Image.init()
 IMAGE_EXTENSIONS = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                              if fmt in Image.OPEN and ext not in _STUBS)
 _GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
-_SIZE_HINT = "pass size=H (square) or size=(H, W) to load_folder, or --dataset folder:PATH,size=28 (or 28x32)"
 
 
 @dataclass
@@ -100,7 +99,7 @@ def _class_files(split_root: Path) -> dict[str, list[Path]]:
         files = _image_files(folder)
         if not files:
             others = sum(p.is_file() for p in folder.rglob("*"))
-            note = f" (only {others} non-image files)" if others else ""
+            note = f" (only {others} non-image file(s))" if others else ""
             raise UserDataError(f"class folder {folder} holds no images{note}; add images "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS & {'.png', '.jpg', '.jpeg', '.bmp'}))} "
                                 "...) or remove the folder")
@@ -168,11 +167,14 @@ def _common_size(headers: dict[Path, tuple[tuple[int, int], bool]], root: Path) 
     example = {}
     for path, (hw, _) in headers.items():
         example.setdefault(hw, path)
-    listed = "; ".join(f"{h}x{w} (height x width): {n} images, e.g. {example[(h, w)]}"
+    listed = "; ".join(f"{h}x{w} (height x width): {n} image(s), e.g. {example[(h, w)]}"
                        for (h, w), n in sizes.most_common(3))
     more = f"; and {len(sizes) - 3} more sizes" if len(sizes) > 3 else ""
+    h, w = sizes.most_common(1)[0][0]
+    text = str(h) if h == w else f"{h}x{w}"
     raise UserDataError(f"the images in {root} have {len(sizes)} different sizes ({listed}{more}); "
-                        f"to resize them all to one size, {_SIZE_HINT}")
+                        f"to resize them all to one size pass size={h if h == w else (h, w)} to load_folder, "
+                        f"or --dataset folder:{root},size={text} (any HxW or one number for square images)")
 
 
 def read_image_folder(path: str | Path, size: int | tuple[int, int] | None = None,
