@@ -153,8 +153,8 @@ def read_images(files: list[Path], size: int | tuple[int, int], channels: int) -
 
 
 def _check_size(size, where: str) -> tuple[int, int]:
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+    hw = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
         raise UserDataError(f"{where}: size must be a positive int or (height, width), got {size!r}")
     return hw  # type: ignore[return-value]
 
