@@ -1,0 +1,240 @@
+"""Static INT8 quantization of the shipped models (entroprune.deploy.quantize):
+accuracy, file size and ONNX Runtime latency, fp32 against INT8.
+
+For each model (``--models``): quantize with the default QuantizeConfig
+(256 training images, unless flags change it), then
+- validation accuracy of the fp32 and INT8 ONNX models in ORT (the split that
+  decides; test accuracy is reported beside it, it decides nothing);
+- the .onnx file sizes;
+- latency at batch 1 and 64 in ORT on ONE thread (intra- and inter-op), fp32
+  and INT8 sessions interleaved run by run (``time_models``), median of
+  ``--repeats`` samples; a batch-1 sample averages ``--inner`` calls.
+``--sweep`` also compares the calibration methods (minmax / entropy /
+percentile) over ``--sweep-seeds`` calibration samples and the activation
+types (quint8 / qint8, latency included) on ``--sweep-models``.
+
+One JSON per model in ``results/quantize/<model>.json`` (``<model>-sweep.json``
+for the sweep), each with the git commit, the command line, the config and
+the machine note; the summary is ``results/QUANTIZE.md``. The INT8 files go to
+``benchmarks/work/quantize/`` (not committed).
+
+    python benchmarks/quantize_rows.py --models resnet20 vgg_small mobilenetv2 --sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from entroprune.data import load_data
+from entroprune.deploy import QuantizeConfig, onnx_accuracy, quantize
+from entroprune.io import atomic_write_json, atomic_write_text, load
+from entroprune.measure.runtime import OnnxRuntime, time_models
+from entroprune.models.pretrained import pretrained_path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+ROWS = RESULTS / "quantize"
+WORK = HERE / "work" / "quantize"
+SHARED_NOTE = ("2 CPU cores shared with other jobs: absolute milliseconds may be inflated by them; fp32 and INT8 "
+               "are timed interleaved run by run in one process, so their ratio is the robust figure")
+
+
+def _machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "shared": True, "note": SHARED_NOTE}
+
+
+def _provenance(args) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    import onnxruntime
+    return {"commit": commit, "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "machine": _machine(),
+            "threads": 1, "repeats": args.repeats, "inner_bs1": args.inner, "rounds": args.rounds}
+
+
+def _latency(models: list, shape: tuple[int, ...], args) -> dict:
+    """{batch: [median ms of each model]}: the models' sessions interleaved run
+    by run on one thread, in ``args.rounds`` rounds (a minute apart or so, so
+    that a burst of another job does not decide the figure); each model's ms is
+    the median over rounds of its per-round median, and ``rounds`` keeps every
+    round's medians."""
+    rt = OnnxRuntime(threads=1)
+    sessions = [rt.session(m, shape) for m in models]
+    out = {}
+    for bs in (1, 64):
+        runners = [rt.runner(m, shape, bs, session=s) for m, s in zip(models, sessions)]
+        rounds = [time_models(runners, repeats=args.repeats, warmup=5, inner=args.inner if bs == 1 else 1)
+                  for _ in range(args.rounds)]
+        out[bs] = {"ms": [statistics.median(r[i] for r in rounds) for i in range(len(models))], "rounds": rounds}
+    return out
+
+
+def _speedups(lat: dict, i: int) -> dict:
+    """fp32 (model 0) over model ``i``: from the medians, and the range over rounds."""
+    res = {}
+    for bs, v in lat.items():
+        per_round = [r[0] / r[i] for r in v["rounds"]]
+        res[str(bs)] = {"fp32": v["ms"][0], "int8": v["ms"][i], "speedup": v["ms"][0] / v["ms"][i],
+                        "speedup_min": min(per_round), "speedup_max": max(per_round), "rounds": v["rounds"]}
+    return res
+
+
+def run_model(name: str, data, args) -> dict:
+    net = load(pretrained_path(name))
+    shape = tuple(data.train_x.shape[1:])
+    cfg = QuantizeConfig(calib_size=args.calib_size, method=args.method, activation_type=args.activations)
+    int8 = WORK / f"{name}.int8.onnx"
+    rep = quantize(net, data.calibration(cfg.calib_size, seed=args.seed), int8, val=(data.val_x, data.val_y),
+                   config=cfg)
+    rt = OnnxRuntime(threads=2)
+    test = {"fp32": onnx_accuracy(rt.session(net, shape), data.test_x, data.test_y),
+            "int8": onnx_accuracy(int8, data.test_x, data.test_y)}
+    lat = _latency([net, int8], shape, args)
+    return {"model": name, **_provenance(args), "config": asdict(cfg), "calibration_seed": args.seed,
+            "val_fp32": rep["fp32_accuracy"], "val_int8": rep["int8_accuracy"],
+            "test_fp32": test["fp32"], "test_int8": test["int8"], "top1_agreement": rep["top1_agreement"],
+            "fp32_bytes": rep["fp32_bytes"], "int8_bytes": rep["int8_bytes"], "size_ratio": rep["size_ratio"],
+            "latency_ms": _speedups(lat, 1),
+            "quantize_report": rep}
+
+
+def run_sweep(name: str, data, args) -> dict:
+    """Calibration methods x activation types x calibration seeds: validation
+    accuracy and logit deviation; latency of each (method, type) at seed 0."""
+    net = load(pretrained_path(name))
+    shape = tuple(data.train_x.shape[1:])
+    rows, files = [], {}
+    # every calibration seed with quint8 (the accuracy question); qint8 and the all-int8 model (first conv
+    # quantized too) on the first seed only (their speed)
+    configs = [(m, "quint8", True, args.sweep_seeds) for m in ("minmax", "entropy", "percentile")]
+    configs += [(m, "qint8", True, args.sweep_seeds[:1]) for m in ("minmax", "entropy", "percentile")]
+    configs += [("minmax", "quint8", False, args.sweep_seeds[:1])]
+    for method, act, first_float, seeds in configs:
+        for seed in seeds:
+            cfg = QuantizeConfig(calib_size=args.calib_size, method=method, activation_type=act,
+                                 float_first_conv=first_float)
+            key = (method, act, first_float)
+            path = WORK / f"{name}-{method}-{act}-{'f' if first_float else 'q'}1-s{seed}.int8.onnx"
+            t0 = time.perf_counter()
+            rep = quantize(net, data.calibration(cfg.calib_size, seed=seed), path,
+                           val=(data.val_x, data.val_y), config=cfg)
+            rows.append({"method": method, "activations": act, "float_first_conv": first_float, "seed": seed,
+                         "val_fp32": rep["fp32_accuracy"], "val_int8": rep["int8_accuracy"],
+                         "top1_agreement": rep["top1_agreement"],
+                         "max_abs_logit_deviation": rep["max_abs_logit_deviation"],
+                         "int8_bytes": rep["int8_bytes"], "seconds": time.perf_counter() - t0})
+            if seed == args.sweep_seeds[0]:
+                files[key] = path
+            print(f"  {name} {key} seed {seed}: val {rep['int8_accuracy']:.2f} ({rows[-1]['seconds']:.0f} s)",
+                  flush=True)
+    lat = _latency([net, *files.values()], shape, args)
+    latency = [{"method": m, "activations": a, "float_first_conv": f,
+                **{f"bs{bs}_{k}": v for bs, d in _speedups(lat, i + 1).items() for k, v in d.items() if k != "rounds"}}
+               for i, (m, a, f) in enumerate(files)]
+    return {"model": name, **_provenance(args), "calib_size": args.calib_size, "seeds": args.sweep_seeds,
+            "rows": rows, "latency": latency, "fp32_ms": {str(bs): v["ms"][0] for bs, v in lat.items()},
+            "latency_rounds": {str(bs): v["rounds"] for bs, v in lat.items()}}
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs)
+
+
+def _x(d: dict, key: str) -> str:
+    """'1.89x (1.80-1.95)': the speedup from the medians, and its range over the timing rounds."""
+    return f"{d[key]:.2f}x ({d[key + '_min']:.2f}-{d[key + '_max']:.2f})"
+
+
+def write_summary() -> None:
+    lines = ["# Static INT8 quantization (ONNX Runtime, QDQ)", "",
+             "Generated by `python benchmarks/quantize_rows.py`. Each shipped model (trained on Fashion-MNIST) "
+             "exported to ONNX (opset 17) and quantized by `entroprune.deploy.quantize` with its defaults (ONNX "
+             "Runtime's static quantizer: QDQ, per-channel symmetric int8 weights, uint8 activations calibrated with "
+             "MinMax on 256 training images, seed 0; the first convolution, which reads the image, kept in float). "
+             "Accuracy measured in ONNX Runtime, in %: validation (5,000 "
+             "images held out of the training set) and test (reported only). Latency: ONNX Runtime CPU provider, 1 "
+             "intra-op and 1 inter-op thread, fp32 and INT8 sessions interleaved run by run; per round the median "
+             "of the samples, over rounds the median; speedup = fp32 ms / INT8 ms, with its range over the rounds "
+             f"in brackets. Machine: {_machine()['cpu']}, {SHARED_NOTE}.", "",
+             "| model | val fp32 | val INT8 | test fp32 | test INT8 | fp32 bytes | INT8 bytes | size ratio | "
+             "bs1 ms fp32 / INT8 | bs1 speedup | bs64 ms fp32 / INT8 | bs64 speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(ROWS.glob("*.json")):
+        if path.stem.endswith("-sweep"):
+            continue
+        r = json.loads(path.read_text())
+        b1, b64 = r["latency_ms"]["1"], r["latency_ms"]["64"]
+        lines.append(f"| {r['model']} | {r['val_fp32']:.2f} | {r['val_int8']:.2f} | {r['test_fp32']:.2f} | "
+                     f"{r['test_int8']:.2f} | {r['fp32_bytes']:,} | {r['int8_bytes']:,} | {r['size_ratio']:.2f}x | "
+                     f"{b1['fp32']:.3f} / {b1['int8']:.3f} | {_x(b1, 'speedup')} | "
+                     f"{b64['fp32']:.2f} / {b64['int8']:.2f} | {_x(b64, 'speedup')} |")
+    for path in sorted(ROWS.glob("*-sweep.json")):
+        s = json.loads(path.read_text())
+        lines += ["", f"## Settings compared on {s['model']}", "",
+                  f"Validation accuracy of the INT8 model (fp32: {s['rows'][0]['val_fp32']:.2f}) per calibration "
+                  f"method and activation type, on calibration samples of {s['calib_size']} training images (seeds "
+                  f"{', '.join(map(str, s['seeds']))} with quint8, the first with qint8 and with the first convolution "
+                  "quantized too); max |INT8 - fp32| logit "
+                  "on 64 validation images; calibration + check seconds; latency of the first seed's model "
+                  f"(1 thread, interleaved with fp32: {s['fp32_ms']['1']:.3f} ms at batch 1, "
+                  f"{s['fp32_ms']['64']:.2f} ms at batch 64).", "",
+                  "| activations | method | first conv | val INT8 per seed | mean | logit deviation (mean) | "
+                  "s (mean) | bs1 speedup | bs64 speedup |", "|---|---|---|---|---|---|---|---|---|"]
+        for lat in s["latency"]:
+            key = ("method", "activations", "float_first_conv")
+            rs = [r for r in s["rows"] if all(r[k] == lat[k] for k in key)]
+            accs = [r["val_int8"] for r in rs]
+            first = "float" if lat["float_first_conv"] else "int8"
+            lines.append(f"| {lat['activations']} | {lat['method']} | {first} | "
+                         f"{' / '.join(f'{a:.2f}' for a in accs)} | "
+                         f"{_mean(accs):.2f} | {_mean([r['max_abs_logit_deviation'] for r in rs]):.3f} | "
+                         f"{_mean([r['seconds'] for r in rs]):.0f} | {_x(lat, 'bs1_speedup')} | "
+                         f"{_x(lat, 'bs64_speedup')} |")
+    atomic_write_text(RESULTS / "QUANTIZE.md", "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=["lenet5", "resnet20", "vgg_small", "mobilenetv2"])
+    ap.add_argument("--calib-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0, help="calibration sample of the main rows")
+    ap.add_argument("--method", default="minmax")
+    ap.add_argument("--activations", default="quint8")
+    ap.add_argument("--repeats", type=int, default=50, help="timed samples per batch size (>= 30)")
+    ap.add_argument("--inner", type=int, default=10, help="calls averaged per batch-1 sample")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median over rounds)")
+    ap.add_argument("--sweep", action="store_true", help="also compare methods and activation types")
+    ap.add_argument("--sweep-models", nargs="*", default=["resnet20"])
+    ap.add_argument("--sweep-seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args(argv)
+    if args.repeats < 30:
+        ap.error("--repeats must be >= 30")
+    if not args.summary_only:
+        data = load_data("fashion_mnist", seed=0)
+        for name in args.models:
+            print(f"{name} ...", flush=True)
+            row = run_model(name, data, args)
+            atomic_write_json(ROWS / f"{name}.json", row)
+            print(f"  val {row['val_fp32']:.2f} -> {row['val_int8']:.2f}, size {row['size_ratio']:.2f}x, speedup "
+                  f"{row['latency_ms']['1']['speedup']:.2f}x / {row['latency_ms']['64']['speedup']:.2f}x", flush=True)
+        if args.sweep:
+            for name in args.sweep_models:
+                atomic_write_json(ROWS / f"{name}-sweep.json", run_sweep(name, data, args))
+    write_summary()
+
+
+if __name__ == "__main__":
+    main()
