@@ -182,3 +182,10 @@ def test_cli_errors_are_one_line(tmp_path):
         assert res.exit_code == 2 and words in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_higher_opset_is_converted(tmp_path, lenet):
+    out = tmp_path / "m19.onnx"
+    rep = quantize(lenet, torch.randn(16, 1, 28, 28), out, config=QuantizeConfig(opset=19, calib_size=16))
+    assert {o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")} == {19}
+    assert rep["max_abs_logit_deviation"] < 0.1 * rep["max_abs_logit_fp32"]
