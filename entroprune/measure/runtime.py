@@ -273,16 +273,34 @@ def get_runtime(name: str | Runtime, threads: int = 1) -> Runtime:
 # --------------------------------------------------------------------------- timing
 
 def time_models(runners: Sequence[Callable[[], object]], repeats: int = 30, warmup: int = 5,
-                inner: int = 1) -> list[float]:
-    """Median milliseconds of one call of each runner.
+                inner: int | Sequence[int] = 1, clock: str = "wall") -> list[float]:
+    """Median milliseconds of one call of each runner (``time_samples``'s medians)."""
+    return [statistics.median(t) for t in time_samples(runners, repeats, warmup, inner, clock)]
+
+
+def time_samples(runners: Sequence[Callable[[], object]], repeats: int = 30, warmup: int = 5,
+                 inner: int | Sequence[int] = 1, clock: str = "wall") -> list[list[float]]:
+    """``repeats`` timed samples (milliseconds per call) of each runner.
 
     Every runner is entered (if it is a context manager), called ``warmup``
     times, then ``repeats`` timed samples are taken, the runners interleaved
-    sample by sample. A sample times ``inner`` consecutive calls and is divided
-    by ``inner``: several calls per sample steady sub-0.1 ms measurements.
+    sample by sample. A sample times ``inner`` consecutive calls (one count, or
+    one per runner) and is divided by it: several calls per sample steady
+    sub-0.1 ms measurements.
+
+    ``clock="wall"`` (default) is elapsed time. ``clock="cpu"`` is the CPU time
+    of the calling thread: the same on a quiet machine when the runner computes
+    on the calling thread only (ONNX Runtime or torch at one thread), and blind
+    to the time other jobs of a busy machine take the core away; meaningless
+    when the work runs on other threads.
     """
-    if repeats < 1 or warmup < 0 or inner < 1:
-        raise ValueError(f"need repeats >= 1, warmup >= 0 and inner >= 1; got {repeats}, {warmup}, {inner}")
+    inners = [int(inner)] * len(runners) if isinstance(inner, int) else [int(n) for n in inner]
+    if repeats < 1 or warmup < 0 or len(inners) != len(runners) or min(inners, default=1) < 1:
+        raise ValueError(f"need repeats >= 1, warmup >= 0 and inner >= 1 (one per runner); got {repeats}, "
+                         f"{warmup}, {inner}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.thread_time
     times: list[list[float]] = [[] for _ in runners]
     with contextlib.ExitStack() as stack:
         for r in runners:
@@ -292,9 +310,9 @@ def time_models(runners: Sequence[Callable[[], object]], repeats: int = 30, warm
             for r in runners:
                 r()
         for _ in range(repeats):
-            for i, r in enumerate(runners):
-                t0 = time.perf_counter()
-                for _ in range(inner):
+            for i, (r, n) in enumerate(zip(runners, inners)):
+                t0 = now()
+                for _ in range(n):
                     r()
-                times[i].append((time.perf_counter() - t0) / inner)
-    return [1000.0 * statistics.median(t) for t in times]
+                times[i].append(1000.0 * (now() - t0) / n)
+    return times
