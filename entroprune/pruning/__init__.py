@@ -2,8 +2,9 @@
 (how to remove it to a MACs target)."""
 
 from .entropy_importance import EntropyImportance  # (importing registers the aura and mass criteria)
+from .greedy_refit import GreedyRefitCriterion  # (importing registers it)
 from .importance import CRITERIA, Criterion, get_criterion, register_criterion
 from .structural import PruneConfig, PruningError, parse_macs_target, prune_to_macs
 
-__all__ = ["CRITERIA", "Criterion", "EntropyImportance", "PruneConfig", "PruningError", "get_criterion",
-           "parse_macs_target", "prune_to_macs", "register_criterion"]
+__all__ = ["CRITERIA", "Criterion", "EntropyImportance", "GreedyRefitCriterion", "PruneConfig", "PruningError",
+           "get_criterion", "parse_macs_target", "prune_to_macs", "register_criterion"]

@@ -157,11 +157,53 @@ def plan_removal(scores: dict[Any, torch.Tensor], ratio: float, cfg: PruneConfig
     return chosen
 
 
+def _widths(m: nn.Module) -> tuple[int, int]:
+    return (m.out_channels, m.in_channels) if isinstance(m, nn.Conv2d) else (m.out_features, m.in_features)
+
+
+def channel_map(model: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Which channels of the ORIGINAL model each conv/linear layer of ``model``
+    still holds: ``{name: {"out": [...], "in": [...]}}`` (indices into the
+    original layer's outputs and inputs). Pruning with ``apply_plan`` keeps it
+    up to date in ``model.entroprune_kept``; a model never pruned maps to itself."""
+    kept = getattr(model, "entroprune_kept", {})
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n_out, n_in = _widths(m)
+            out[name] = {"out": list(kept.get(name, {}).get("out", range(n_out))),
+                         "in": list(kept.get(name, {}).get("in", range(n_in)))}
+    return out
+
+
+def _record_removal(kept: dict[str, dict[str, list[int]]], group, names: dict[nn.Module, str]) -> None:
+    """Drop from ``kept`` the positions a torch-pruning group is about to remove
+    (its indices are relative to each layer's current channels)."""
+    done = set()
+    for dep, idxs in group:
+        m = dep.target.module
+        name = names.get(m)
+        if name not in kept:
+            continue
+        dims = ("out",) if dep.handler.__name__ == "prune_out_channels" else ("in",)
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+            dims = ("out", "in")                   # depthwise: both shrink together
+        for dim in dims:
+            if (name, dim) in done:
+                continue
+            done.add((name, dim))
+            gone = set(int(i) for i in idxs)
+            kept[name][dim] = [c for i, c in enumerate(kept[name][dim]) if i not in gone]
+
+
 def apply_plan(model: nn.Module, example: torch.Tensor, plan: dict[Any, list[int]],
                ignored_names: list[str]) -> nn.Module:
-    """Remove the planned channels from ``model`` in place."""
+    """Remove the planned channels from ``model`` in place; ``model.entroprune_kept``
+    then says which of the original channels every conv/linear layer holds."""
     ignored = [model.get_submodule(n) for n in ignored_names]
     dg, groups = _groups(model, example, ignored)
+    names = {m: n for n, m in model.named_modules()}
+    kept = channel_map(model)
     for key, idxs in plan.items():
         if not idxs or key not in groups:
             continue
@@ -169,7 +211,10 @@ def apply_plan(model: nn.Module, example: torch.Tensor, plan: dict[Any, list[int
         fn = groups[key][0].dep.handler
         block = len(groups[key][0].idxs) // _channel_groups(groups[key])
         full = sorted({i + b * block for i in idxs for b in range(len(groups[key][0].idxs) // block)})
-        dg.get_pruning_group(root, fn, full).prune()
+        group = dg.get_pruning_group(root, fn, full)
+        _record_removal(kept, group, names)
+        group.prune()
+    model.entroprune_kept = kept
     return model
 
 

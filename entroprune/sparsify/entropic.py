@@ -82,6 +82,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..reconstruct.least_squares import Moments, moments, refit, relative_error  # noqa: F401  (re-exported)
+
 
 @dataclass
 class EntropicConfig:
@@ -95,23 +97,6 @@ class EntropicConfig:
 
 
 @dataclass
-class Moments:
-    """Standardised second moments of one layer's regression."""
-    gram: torch.Tensor           # (D, D) X^T X / N, float64
-    cross: torch.Tensor          # (D, O) X^T Y / N
-    energy: float                # ||Y||^2 / N (1 after standardisation, unless Y == 0)
-    x_mean: torch.Tensor         # (D,) zeros without intercept
-    y_mean: torch.Tensor         # (O,)
-    x_scale: float
-    y_scale: float
-    group: int                   # k: columns per input channel
-
-    @property
-    def channels(self) -> int:
-        return self.gram.shape[0] // self.group
-
-
-@dataclass
 class EntropicResult:
     w: torch.Tensor              # (C,) feature weights on the simplex
     log_w: torch.Tensor          # (C,)
@@ -121,30 +106,6 @@ class EntropicResult:
     iterations: int = 0
     converged: bool = False
     seconds: float = 0.0
-
-
-def moments(x: torch.Tensor, y: torch.Tensor, group: int, fit_intercept: bool = True,
-            chunk: int = 4096) -> Moments:
-    """Gram matrices of patches ``x`` (N, D) and outputs ``y`` (N, O), in float64."""
-    n, d = x.shape
-    if d % group:
-        raise ValueError(f"{d} input columns are not a multiple of the channel block {group}")
-    xm = x.double().mean(0) if fit_intercept else torch.zeros(d, dtype=torch.float64)   # (D,)
-    ym = y.double().mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
-    gram = torch.zeros(d, d, dtype=torch.float64)
-    cross = torch.zeros(d, y.shape[1], dtype=torch.float64)
-    energy = 0.0
-    for i in range(0, n, chunk):  # chunks bound the float64 copies
-        xc = x[i:i + chunk].double() - xm                  # (n_i, D)
-        yc = y[i:i + chunk].double() - ym                  # (n_i, O)
-        gram += xc.T @ xc
-        cross += xc.T @ yc
-        energy += float((yc * yc).sum())
-    gram, cross, energy = gram / n, cross / n, energy / n
-    x_scale = math.sqrt(max(float(gram.diagonal().mean()), 1e-30))
-    y_scale = math.sqrt(max(energy, 1e-30))
-    return Moments(gram / x_scale**2, cross / (x_scale * y_scale), energy / y_scale**2,
-                   xm, ym, x_scale, y_scale, group)
 
 
 def _expand(w_hat: torch.Tensor, group: int) -> torch.Tensor:
@@ -260,38 +221,6 @@ def solve(x: torch.Tensor | Moments, y: torch.Tensor | None = None, group: int =
             converged = True
             break
     return EntropicResult(log_w.exp(), log_w, B, grad, trace, iterations, converged, time.perf_counter() - t0)
-
-
-def refit(x: torch.Tensor | Moments, y: torch.Tensor | None, keep: list[int], group: int = 1,
-          ridge: float = 1e-4, fit_intercept: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Ridge least squares of ``y`` on the kept channels' columns of ``x``.
-
-    Returns the layer weight (O, len(keep) * group) and bias (O,) (None without
-    intercept), in the original units; ``ridge`` is relative to the mean input
-    variance."""
-    m = x if isinstance(x, Moments) else moments(x, y, group, fit_intercept)
-    cols = torch.tensor([c * m.group + j for c in keep for j in range(m.group)], dtype=torch.long)
-    g = m.gram[cols][:, cols].clone()                      # (D', D')
-    g.diagonal().add_(ridge)
-    v = torch.linalg.solve(g, m.cross[cols])               # (D', O) standardised
-    weight = (v * (m.y_scale / m.x_scale)).T               # (O, D')
-    bias = (m.y_mean - weight @ m.x_mean[cols]) if fit_intercept else None
-    return weight, bias
-
-
-def relative_error(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                   bias: torch.Tensor | None = None, chunk: int = 4096) -> float:
-    """``||y - x W^T - b||^2 / ||y - mean(y)||^2`` (fraction of unexplained variance)."""
-    err, tot = 0.0, 0.0
-    ym = y.double().mean(0)
-    wt = weight.double().T                                 # (D, O)
-    for i in range(0, x.shape[0], chunk):
-        pred = x[i:i + chunk].double() @ wt                # (n_i, O)
-        if bias is not None:
-            pred = pred + bias.double()
-        err += float(((y[i:i + chunk].double() - pred) ** 2).sum())
-        tot += float(((y[i:i + chunk].double() - ym) ** 2).sum())
-    return err / max(tot, 1e-30)
 
 
 def synthetic_layer(n: int, channels: int, outputs: int, group: int, active: list[int],
