@@ -54,7 +54,7 @@ from .table_timing import CHUNK, measure_layers, measure_models
 
 __all__ = ["LatencyTable", "LatencyTableError", "LayerConfig", "OtherOp", "OverheadFit", "candidate_widths",
            "cpu_model", "default_cache_dir", "default_calibration_models", "fit_overhead", "layer_configs",
-           "model_profile"]
+           "model_profile", "model_signature"]
 
 METHOD = "layer-minus-null/1"       # bump when entries are measured differently: old files are then not read
 FEATURES = ("const", "layers_ms", "layers", "other_mb")   # the overhead model's terms (see the docstring)
@@ -130,7 +130,7 @@ def fit_overhead(points: Sequence[dict[str, float]], features: Sequence[str] = F
                        float(rel.max()))
 
 
-def _signature(prof: ModelProfile, input_shape: tuple[int, ...]) -> str:
+def model_signature(prof: ModelProfile, input_shape: tuple[int, ...]) -> str:
     """A model's identity for latency: its layers, other ops and input shape."""
     text = json.dumps([list(input_shape), [c.key for _, c in prof.layers],
                        [(o.op, o.out_elements) for o in prof.others]])
@@ -273,7 +273,7 @@ class LatencyTable:
         of an identical model unless ``remeasure``), fit the overhead on them
         and store both in the table file."""
         profs = [model_profile(m, input_shape) for _, m in models]
-        sigs = [_signature(p, input_shape) for p in profs]
+        sigs = [model_signature(p, input_shape) for p in profs]
         todo = [i for i, sig in enumerate(sigs) if remeasure or sig not in self.calibration]
         self.ensure(c for p in profs for _, c in p.layers)
         for i, ms in zip(todo, self.measure_models([models[i][1] for i in todo], input_shape)):

@@ -1,0 +1,184 @@
+"""How well does the latency table predict a whole model's ONNX Runtime latency?
+
+For every zoo model (untrained, ``entroprune.create``) and every shipped
+checkpoint (``entroprune.load(pretrained_path(name))``), unpruned and pruned by
+L1 magnitude to 2x and 5x fewer MACs, at one thread and batch 1 and 64:
+predicted ms (``LatencyTable.predict``) against measured ms (the whole model
+in ORT, timed in rounds, interleaved across models), and the relative error.
+
+The overhead model is calibrated on ``default_calibration_models``: the
+untrained zoo models unpruned plus copies with randomly / uniformly reduced
+widths. The L1-pruned rows are held out (never calibrated on); the unpruned
+rows are architectures the fit has seen, flagged ``in_calibration`` and
+summarised apart. Each table starts empty (a temporary cache) unless
+``--cache-dir`` is given, and the seconds to build the entries of resnet20,
+vgg_small and mobilenetv2 from scratch are recorded.
+
+At one thread the table's clock is the CPU time of the calling thread; the
+measured rows give it (``measured_ms``, ``error``) and wall time
+(``measured_wall_ms``, ``error_wall``), identical on a quiet machine. The
+load average is sampled during the run and ``machine_busy`` says whether
+other jobs were running.
+
+    python benchmarks/latency_table_error.py                # writes results/latency_table_error.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import entroprune
+from entroprune.io import atomic_write_json
+from entroprune.measure import count_macs
+from entroprune.measure.latency_table import (
+    FEATURES,
+    LatencyTable,
+    default_calibration_models,
+    model_profile,
+    model_signature,
+)
+from entroprune.measure.table_timing import measure_models
+from entroprune.models.pretrained import pretrained_path
+from entroprune.pruning import PruneConfig, get_criterion, prune_to_macs
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "latency_table_error.json"
+SHAPE = (1, 28, 28)
+PRETRAINED = ("resnet20", "vgg_small", "mobilenetv2", "lenet5")
+BUILD_TIMED = ("resnet20", "vgg_small", "mobilenetv2")
+
+
+class LoadLog:
+    """1-minute load averages, sampled at every ``note()``."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+
+    def note(self) -> None:
+        self.samples.append(os.getloadavg()[0])
+
+
+def eval_models(log: LoadLog) -> list[dict]:
+    """Rows to validate on: every zoo model and shipped checkpoint, unpruned and L1-pruned 2x / 5x."""
+    sources = [("zoo", n, entroprune.create(n)) for n in entroprune.list_models()]
+    sources += [("pretrained", n, entroprune.load(pretrained_path(n))) for n in PRETRAINED]
+    out = []
+    for source, name, base in sources:
+        out.append({"model": name, "source": source, "pruning": "none", "net": base.eval()})
+        for label, target in (("l1-2x", 0.5), ("l1-5x", 0.2)):
+            small, _ = prune_to_macs(base, get_criterion("l1"), SHAPE, PruneConfig(target_macs=target))
+            out.append({"model": name, "source": source, "pruning": label, "net": small.eval()})
+        log.note()
+    return out
+
+
+def build_seconds(batch: int, threads: int, log: LoadLog) -> dict:
+    """Seconds to measure every entry of each unpruned model into an empty table."""
+    out = {}
+    for name in BUILD_TIMED:
+        with tempfile.TemporaryDirectory(prefix="entroprune-lt-") as tmp:
+            table = LatencyTable(threads, batch, cache_dir=tmp, progress=False)
+            configs = [c for _, c in model_profile(entroprune.create(name), SHAPE).layers]
+            t0 = time.perf_counter()
+            table.ensure(configs)
+            out[name] = {"seconds": round(time.perf_counter() - t0, 2), "entries": table.measured}
+        log.note()
+    return out
+
+
+def summarise(rows: list[dict], key: str) -> dict:
+    errs = [abs(r[key]) for r in rows]
+    return {"rows": len(errs), "median_abs_error": statistics.median(errs), "max_abs_error": max(errs)} if errs else {}
+
+
+def run(batches: list[int], threads: int, cache_dir: str | None) -> dict:
+    log = LoadLog()
+    log.note()
+    t_start = time.time()
+    calib = default_calibration_models(SHAPE)
+    calib_sigs = {model_signature(model_profile(m, SHAPE), SHAPE) for _, m in calib}
+    evals = eval_models(log)
+    rows, per_batch = [], {}
+    tmp = tempfile.TemporaryDirectory(prefix="entroprune-lt-") if cache_dir is None else None
+    folder = cache_dir or tmp.name
+    try:
+        for batch in batches:
+            info: dict = {"build": build_seconds(batch, threads, log)}
+            table = LatencyTable(threads, batch, cache_dir=folder, progress=sys.stderr.isatty())
+            t0 = time.perf_counter()
+            fit = table.calibrate(calib, SHAPE)
+            info.update(calibrate_seconds=round(time.perf_counter() - t0, 1), fit=fit.to_dict(), key=table.key,
+                        entries=len(table))
+            log.note()
+            predicted = [table.predict(e["net"], SHAPE) for e in evals]
+            nets = [e["net"] for e in evals]
+            measured = table.measure_models(nets, SHAPE)
+            log.note()
+            wall = measure_models(nets, SHAPE, batch, threads, repeats=30 if batch < 16 else 12,
+                                  rounds=table.rounds, clock="wall")
+            log.note()
+            batch_rows = []
+            for e, p, m, w in zip(evals, predicted, measured, wall):
+                batch_rows.append({
+                    "model": e["model"], "source": e["source"], "pruning": e["pruning"], "batch": batch,
+                    "threads": threads, "macs": count_macs(e["net"], SHAPE),
+                    "in_calibration": model_signature(model_profile(e["net"], SHAPE), SHAPE) in calib_sigs,
+                    "predicted_ms": p, "measured_ms": m, "error": p / m - 1.0,
+                    "measured_wall_ms": w, "error_wall": p / w - 1.0})
+            held = [r for r in batch_rows if not r["in_calibration"]]
+            info["held_out"] = {"cpu_clock": summarise(held, "error"), "wall_clock": summarise(held, "error_wall")}
+            info["all_rows"] = {"cpu_clock": summarise(batch_rows, "error"),
+                                "wall_clock": summarise(batch_rows, "error_wall")}
+            per_batch[str(batch)] = info
+            rows += batch_rows
+            print(f"batch {batch}: held-out median |error| {info['held_out']['cpu_clock']['median_abs_error']:.3f}"
+                  f" max {info['held_out']['cpu_clock']['max_abs_error']:.3f}; fit {fit.coef}", flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "entroprune/measure", "benchmarks"], cwd=HERE.parent,
+                           capture_output=True, text=True).stdout.strip()
+    import onnxruntime
+
+    return {
+        "commit": commit, "uncommitted_changes": bool(dirty),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "configuration": {"threads": threads, "batches": batches, "input_shape": list(SHAPE),
+                          "features": list(FEATURES), "calibration_models": [n for n, _ in calib],
+                          "held_out": "L1-pruned 2x and 5x rows (zoo and shipped checkpoints); unpruned rows "
+                                      "share their architecture with calibration models",
+                          "cache": "fresh temporary tables" if cache_dir is None else str(cache_dir),
+                          "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+                          "cpu": per_batch[str(batches[0])]["key"]["cpu"], "cpus": os.cpu_count()},
+        "machine_busy": max(log.samples) > threads + 0.5,
+        "load_average_1min": {"min": min(log.samples), "max": max(log.samples), "samples": log.samples},
+        "seconds": round(time.time() - t_start, 1),
+        "per_batch": per_batch,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None, help="reuse / keep the tables here (default: fresh, temporary)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    result = run(args.batches, args.threads, args.cache_dir)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out} (machine busy: {result['machine_busy']})")
+
+
+if __name__ == "__main__":
+    main()
