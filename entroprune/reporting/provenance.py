@@ -1,0 +1,39 @@
+"""Where a result came from: the git commit, whether the tree had local
+changes, the command line, and the versions that shape the numbers. Every
+benchmark row and report stores this, so that anyone can rerun it."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(argv: list[str] | None = None, cwd: str | Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "command", "python", "torch", "threads", "host", "date"}``."""
+    where = Path(cwd) if cwd else Path(__file__).resolve().parent
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return {
+        "commit": _git(["rev-parse", "HEAD"], where),
+        "dirty": bool(status) if status is not None else None,
+        "command": shlex.join(argv if argv is not None else sys.argv),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
