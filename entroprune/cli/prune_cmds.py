@@ -103,8 +103,12 @@ def finetune_cmd(
 def info_cmd(
     model: str = typer.Argument(..., help="model file, pretrained:NAME or zoo name"),
     input_shape: str = typer.Option("1,28,28", help="C,H,W of one input image"),
+    runtime: Optional[str] = typer.Option(None, help="also measure latency in: onnxruntime, torch or both"),
+    threads: int = typer.Option(1, help="threads of the latency measurement"),
+    batch: int = typer.Option(1, help="batch size of the latency measurement"),
+    repeats: int = typer.Option(30, help="timed runs of the latency measurement (median)"),
 ) -> None:
-    """Per-layer table of a model: shape, output size, MACs, parameters; and depth."""
+    """Per-layer table of a model: shape, output size, MACs, parameters; depth; latency with --runtime."""
     net = get_model(model)
     shape = input_shape_of(net, input_shape)
     rows = layer_costs(net, shape)
@@ -118,3 +122,21 @@ def info_cmd(
     for step in getattr(net, "entroprune_history", []):
         ratio = f" {step['macs_ratio']:.2f}x fewer MACs" if "macs_ratio" in step else ""
         typer.echo(f"history: {step.get('op')} {step.get('criterion', '')}{ratio}".rstrip())
+    if runtime is None:
+        return
+    from ..measure import get_runtime, time_models  # both runtimes are timed interleaved, run by run
+    from ..measure.runtime import RUNTIMES
+
+    if runtime not in (*RUNTIMES, "both"):
+        fail(f"unknown --runtime {runtime!r}: choose one of {', '.join(RUNTIMES)} or both")
+    if threads < 1 or batch < 1 or repeats < 1:
+        fail("--threads, --batch and --repeats must be >= 1")
+    names = list(RUNTIMES) if runtime == "both" else [runtime]
+    try:
+        rts = [get_runtime(n, threads) for n in names]
+        medians = time_models([rt.runner(net, shape, batch) for rt in rts], repeats=repeats, warmup=5)
+    except ImportError as e:      # onnx / onnxruntime missing: the message says what to install
+        fail(str(e))
+    for rt, ms in zip(rts, medians):
+        typer.echo(f"latency ({rt.name} {rt.version}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}): "
+                   f"{ms:.3f} ms, median of {repeats} runs")
