@@ -39,7 +39,7 @@ import torch
 from entroprune.data import load_data
 from entroprune.deploy import QuantizeConfig, onnx_accuracy, quantize
 from entroprune.io import atomic_write_json, atomic_write_text, load
-from entroprune.measure.runtime import OnnxRuntime, time_models
+from entroprune.measure.runtime import OnnxRuntime
 from entroprune.models.pretrained import pretrained_path
 
 HERE = Path(__file__).resolve().parent
@@ -64,30 +64,59 @@ def _provenance(args) -> dict:
             "threads": 1, "repeats": args.repeats, "inner_bs1": args.inner, "rounds": args.rounds}
 
 
+def _samples(runners: list, repeats: int, inner: int, warmup: int = 5) -> list[list[float]]:
+    """Milliseconds of every sample of every runner, the runners interleaved
+    sample by sample (the loop of ``entroprune.measure.time_models``, keeping
+    all samples so that the minimum can be reported beside the median)."""
+    for r in runners:
+        r.__enter__()
+    try:
+        for _ in range(warmup):
+            for r in runners:
+                r()
+        times: list[list[float]] = [[] for _ in runners]
+        for _ in range(repeats):
+            for i, r in enumerate(runners):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    r()
+                times[i].append(1000.0 * (time.perf_counter() - t0) / inner)
+    finally:
+        for r in runners:
+            r.__exit__(None, None, None)
+    return times
+
+
 def _latency(models: list, shape: tuple[int, ...], args) -> dict:
-    """{batch: [median ms of each model]}: the models' sessions interleaved run
-    by run on one thread, in ``args.rounds`` rounds (a minute apart or so, so
-    that a burst of another job does not decide the figure); each model's ms is
-    the median over rounds of its per-round median, and ``rounds`` keeps every
-    round's medians."""
+    """Per batch size: ``ms`` (each model's median over ``args.rounds``
+    back-to-back rounds of its per-round median, the figure asked for),
+    ``min_ms`` (each model's fastest sample: the run least disturbed by other
+    jobs, a cross-check when the machine is loaded) and ``rounds`` (every
+    round's medians). The models' sessions run on one thread, interleaved."""
     rt = OnnxRuntime(threads=1)
     sessions = [rt.session(m, shape) for m in models]
-    out = {}
+    out = {"loadavg_1min_before": os.getloadavg()[0]}     # other jobs' load on the 2 cores when timing began
     for bs in (1, 64):
         runners = [rt.runner(m, shape, bs, session=s) for m, s in zip(models, sessions)]
-        rounds = [time_models(runners, repeats=args.repeats, warmup=5, inner=args.inner if bs == 1 else 1)
-                  for _ in range(args.rounds)]
-        out[bs] = {"ms": [statistics.median(r[i] for r in rounds) for i in range(len(models))], "rounds": rounds}
+        samples = [_samples(runners, args.repeats, args.inner if bs == 1 else 1) for _ in range(args.rounds)]
+        rounds = [[statistics.median(t) for t in rnd] for rnd in samples]
+        out[bs] = {"ms": [statistics.median(r[i] for r in rounds) for i in range(len(models))],
+                   "min_ms": [min(min(rnd[i]) for rnd in samples) for i in range(len(models))], "rounds": rounds}
+    out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
 
 
 def _speedups(lat: dict, i: int) -> dict:
-    """fp32 (model 0) over model ``i``: from the medians, and the range over rounds."""
+    """fp32 (model 0) over model ``i``: from the medians, its range over the
+    rounds, and from the fastest samples."""
     res = {}
-    for bs, v in lat.items():
+    for bs in (1, 64):
+        v = lat[bs]
         per_round = [r[0] / r[i] for r in v["rounds"]]
         res[str(bs)] = {"fp32": v["ms"][0], "int8": v["ms"][i], "speedup": v["ms"][0] / v["ms"][i],
-                        "speedup_min": min(per_round), "speedup_max": max(per_round), "rounds": v["rounds"]}
+                        "speedup_min": min(per_round), "speedup_max": max(per_round),
+                        "fp32_fastest": v["min_ms"][0], "int8_fastest": v["min_ms"][i],
+                        "speedup_fastest": v["min_ms"][0] / v["min_ms"][i], "rounds": v["rounds"]}
     return res
 
 
@@ -107,6 +136,7 @@ def run_model(name: str, data, args) -> dict:
             "test_fp32": test["fp32"], "test_int8": test["int8"], "top1_agreement": rep["top1_agreement"],
             "fp32_bytes": rep["fp32_bytes"], "int8_bytes": rep["int8_bytes"], "size_ratio": rep["size_ratio"],
             "latency_ms": _speedups(lat, 1),
+            "loadavg_1min": [lat["loadavg_1min_before"], lat["loadavg_1min_after"]],
             "quantize_report": rep}
 
 
@@ -144,8 +174,9 @@ def run_sweep(name: str, data, args) -> dict:
                 **{f"bs{bs}_{k}": v for bs, d in _speedups(lat, i + 1).items() for k, v in d.items() if k != "rounds"}}
                for i, (m, a, f) in enumerate(files)]
     return {"model": name, **_provenance(args), "calib_size": args.calib_size, "seeds": args.sweep_seeds,
-            "rows": rows, "latency": latency, "fp32_ms": {str(bs): v["ms"][0] for bs, v in lat.items()},
-            "latency_rounds": {str(bs): v["rounds"] for bs, v in lat.items()}}
+            "rows": rows, "latency": latency, "fp32_ms": {str(bs): lat[bs]["ms"][0] for bs in (1, 64)},
+            "latency_rounds": {str(bs): lat[bs]["rounds"] for bs in (1, 64)},
+            "loadavg_1min": [lat["loadavg_1min_before"], lat["loadavg_1min_after"]]}
 
 
 def _mean(xs) -> float:
@@ -167,10 +198,13 @@ def write_summary() -> None:
              "images held out of the training set) and test (reported only). Latency: ONNX Runtime CPU provider, 1 "
              "intra-op and 1 inter-op thread, fp32 and INT8 sessions interleaved run by run; per round the median "
              "of the samples, over rounds the median; speedup = fp32 ms / INT8 ms, with its range over the rounds "
-             f"in brackets. Machine: {_machine()['cpu']}, {SHARED_NOTE}.", "",
+             "in brackets; fastest-sample speedup = the same ratio from each model's fastest sample (least disturbed "
+             "by other jobs); load = the machine's 1-minute load average when the timing began / ended (2 cores: "
+             f"above 2, other jobs were queueing for them). Machine: {_machine()['cpu']}, {SHARED_NOTE}.", "",
              "| model | val fp32 | val INT8 | test fp32 | test INT8 | fp32 bytes | INT8 bytes | size ratio | "
-             "bs1 ms fp32 / INT8 | bs1 speedup | bs64 ms fp32 / INT8 | bs64 speedup |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bs1 ms fp32 / INT8 | bs1 speedup | bs64 ms fp32 / INT8 | bs64 speedup | fastest-sample speedup "
+             "bs1 / bs64 | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(ROWS.glob("*.json")):
         if path.stem.endswith("-sweep"):
             continue
@@ -179,7 +213,9 @@ def write_summary() -> None:
         lines.append(f"| {r['model']} | {r['val_fp32']:.2f} | {r['val_int8']:.2f} | {r['test_fp32']:.2f} | "
                      f"{r['test_int8']:.2f} | {r['fp32_bytes']:,} | {r['int8_bytes']:,} | {r['size_ratio']:.2f}x | "
                      f"{b1['fp32']:.3f} / {b1['int8']:.3f} | {_x(b1, 'speedup')} | "
-                     f"{b64['fp32']:.2f} / {b64['int8']:.2f} | {_x(b64, 'speedup')} |")
+                     f"{b64['fp32']:.2f} / {b64['int8']:.2f} | {_x(b64, 'speedup')} | "
+                     f"{b1['speedup_fastest']:.2f}x / {b64['speedup_fastest']:.2f}x | "
+                     f"{'/'.join(f'{v:.1f}' for v in r.get('loadavg_1min', []))} |")
     for path in sorted(ROWS.glob("*-sweep.json")):
         s = json.loads(path.read_text())
         lines += ["", f"## Settings compared on {s['model']}", "",

@@ -79,20 +79,22 @@ class QuantizeError(RuntimeError):
 @dataclass
 class QuantizeConfig:
     calib_size: int = 256            # calibration images used (the first ones of ``calib_images``)
-    method: str = "minmax"           # activation ranges: minmax | entropy | percentile
+    # activation ranges: minmax | entropy | percentile. Over 3 calibration samples (results/QUANTIZE.md)
+    # minmax and percentile tie within 0.03 point on resnet20, vgg_small, mobilenetv2 (minmax calibrates
+    # 2x faster); entropy (KL) loses 0.2-0.6 point, clips the logits and takes 4-10x longer.
+    method: str = "minmax"
     per_channel: bool = True         # one weight scale per output channel
     symmetric_weights: bool = True   # weight zero point 0
-    # uint8 activations: ORT's x86 integer kernels multiply uint8 activations by int8 weights (the
-    # u8s8 form of AVX2 / AVX-512 VNNI). Measured here (AMD EPYC, AVX-512 VNNI, ORT 1.32, 1 thread):
-    # resnet20 with qint8 activations ran at 0.52 ms (batch 1) and 32 ms (batch 64), slower than fp32
-    # (0.36 / 22 ms), while quint8 ran at 0.19 / 10.5 ms, with the same validation accuracy (93.64%).
+    # uint8 activations: ORT's x86 int8 kernels multiply uint8 activations by int8 weights (the u8s8
+    # form of AVX2 / AVX-512 VNNI); s8s8 takes a slower path. Here (AMD EPYC, VNNI, ORT 1.32, 1 thread)
+    # resnet20 with qint8 ran 0.52 / 32 ms at batch 1 / 64, slower than fp32 (0.36 / 22), quint8 0.19 /
+    # 10.5 ms; mobilenetv2 likewise, vgg_small as fast either way; accuracy within 0.04 point.
     activation_type: str = "quint8"
-    # keep the convolution(s) that read the image in float: with 1-3 input channels the reduction is only
-    # C*kh*kw = 9-25 long, too short for ORT's int8 kernels, and the int8 conv + its NHWC reorders cost more
-    # than the fp32 conv (lenet5's first conv: 1.6 ms int8 vs 0.45 ms fp32 at batch 64). Measured, 1 thread,
-    # speedup over fp32 at batch 1 / 64 with it in float vs int8: resnet20 1.92/2.20x vs 1.81/2.11x,
-    # vgg_small 2.71/3.01x vs 2.29/2.86x, mobilenetv2 1.29/2.18x vs 1.24/1.59x; accuracy within +-0.1 point.
-    # It holds < 1% of the weights, so the file barely grows.
+    # keep the conv(s) reading the image in float: with 1-3 input channels the reduction (C*kh*kw = 9-25)
+    # is too short for ORT's int8 kernels (lenet5's first conv: 1.6 ms int8 vs 0.45 ms fp32, batch 64).
+    # Speedup over fp32 at batch 1 / 64, 1 thread, first conv float vs int8: resnet20 1.92/2.20x vs
+    # 1.81/2.11x, vgg_small 2.71/3.01x vs 2.29/2.86x, mobilenetv2 1.29/2.18x vs 1.24/1.59x; accuracy
+    # within 0.1 point; it holds < 1% of the weights.
     float_first_conv: bool = True
     opset: int = 17                  # >= 17: the exporter writes 17, a higher opset is converted to
     preprocess: bool = True          # ORT's quant_pre_process first (skipped with a note if it fails)
@@ -302,18 +304,11 @@ def _first_convs(path: Path) -> list[str]:
 
 def _quantize_file(src: Path, dst: Path, images: np.ndarray, input_name: str, cfg: QuantizeConfig,
                    exclude: list[str]) -> None:
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        create_calibrator,
-        quantize_static,
-        save_tensors_data,
-    )
+    import onnxruntime.quantization as oq
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.method]
-    act = QuantType.QUInt8 if cfg.activation_type == "quint8" else QuantType.QInt8
+    method = {"minmax": oq.CalibrationMethod.MinMax, "entropy": oq.CalibrationMethod.Entropy,
+              "percentile": oq.CalibrationMethod.Percentile}[cfg.method]
+    act = oq.QuantType.QUInt8 if cfg.activation_type == "quint8" else oq.QuantType.QInt8
     reader = _ImageReader(input_name, images, cfg.calib_batch_size)
     cache = None
     # the histogram calibrators print progress to stdout: keep the CLI's JSON output clean
@@ -323,17 +318,17 @@ def _quantize_file(src: Path, dst: Path, images: np.ndarray, input_name: str, cf
             # (ORT 1.32) and passes no bin counts through: the KL search then has one candidate threshold,
             # the full range, and 'entropy' equals minmax. Calibrate here with TensorRT's 2048 histogram
             # bins / 128 quantized bins and hand the ranges to quantize_static as its calibration cache.
-            calibrator = create_calibrator(src, None, augmented_model_path=str(dst.with_name("augmented.onnx")),
+            calibrator = oq.create_calibrator(src, None, augmented_model_path=str(dst.with_name("augmented.onnx")),
                                            calibrate_method=method,
                                            extra_options={"num_bins": 2048, "num_quantized_bins": 128})
             calibrator.collect_data(reader)
             cache = dst.with_name("calibration.json")
-            save_tensors_data(calibrator.compute_data(), cache)
+            oq.save_tensors_data(calibrator.compute_data(), cache)
             del calibrator
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
-                        activation_type=act, weight_type=QuantType.QInt8, calibrate_method=method,
-                        extra_options={"WeightSymmetric": cfg.symmetric_weights, "ActivationSymmetric": False},
-                        calibration_cache_path=cache, nodes_to_exclude=exclude)
+        oq.quantize_static(str(src), str(dst), reader, quant_format=oq.QuantFormat.QDQ, per_channel=cfg.per_channel,
+                           activation_type=act, weight_type=oq.QuantType.QInt8, calibrate_method=method,
+                           extra_options={"WeightSymmetric": cfg.symmetric_weights, "ActivationSymmetric": False},
+                           calibration_cache_path=cache, nodes_to_exclude=exclude)
 
 
 def quantize(model: nn.Module, calib_images: torch.Tensor, out: str | Path,
