@@ -31,6 +31,7 @@ def train_cmd(
     seed: int = typer.Option(0),
     limit_train: Optional[int] = typer.Option(None, help="use only this many training images"),
     checkpoint: Optional[Path] = typer.Option(None, help="epoch checkpoint (default: OUT.ckpt); resumed if present"),
+    restart: bool = typer.Option(False, "--restart", help="discard an existing checkpoint and start over"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Train a model; checkpoints every epoch and resumes after an interruption."""
@@ -38,14 +39,17 @@ def train_cmd(
     torch_seed = seed
     import torch
     torch.manual_seed(torch_seed)
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                          warmup_epochs=warmup_epochs, augment=augment, seed=seed)
+    except ValueError as e:
+        fail(str(e))
     data = get_data(dataset, data_dir, limit_train=limit_train)
     net = get_model(model, data)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_epochs=warmup_epochs, augment=augment, seed=seed)
     ckpt = checkpoint or out.with_suffix(out.suffix + ".ckpt")
     t0 = time.time()
     try:
-        history = train(net, data, cfg, checkpoint=ckpt)
+        history = train(net, data, cfg, checkpoint=ckpt, restart=restart)
     except ValueError as e:
         fail(str(e))
     if dist_utils.rank() != 0:

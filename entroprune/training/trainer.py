@@ -3,11 +3,22 @@ augmentation, a checkpoint after every epoch, resume after interruption, and
 data-parallel training under ``torchrun`` (DDP; gloo on CPU, NCCL on CUDA).
 
 A checkpoint holds model and optimiser state, the finished epoch, the
-history and a signature of the model's architecture, written atomically;
-``train`` called again with the same checkpoint path continues after the last
-finished epoch, so no finished epoch is lost.
-A checkpoint of another architecture (say, a stale one from an earlier
-pruning into the same folder) is refused with a clear error.
+history and the run's fingerprint (every training setting, the data set and
+split, the starting weights, the teacher), written atomically; ``train``
+called again with the same checkpoint path continues after the last finished
+epoch, so no finished epoch is lost, but only when the fingerprint matches:
+another run's checkpoint (other settings, data, starting weights or
+architecture) is refused with an error naming what differs.
+
+Knowledge distillation (docs/METHODS.md section 9; G. Hinton, O. Vinyals,
+J. Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531):
+with a ``teacher`` (the unpruned model), the loss is
+``(1 - a) * CE(student, labels) + a * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
+with ``a = distill_weight`` and ``T = distill_temperature``; the teacher's
+logits are computed on the fly on the same augmented batch.
+
+A non-finite loss stops training at once (``TrainingDiverged``): the last
+good checkpoint is kept and the message suggests a lower learning rate.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from tqdm import tqdm
 
 from ..data import DataBundle, iterate_batches, num_batches
 from ..io import atomic_torch_save
+from ..io.fingerprint import check_fingerprint, data_digest, weights_digest
 from . import distributed as dist_utils
 
 
@@ -40,9 +52,35 @@ class TrainConfig:
     warmup_epochs: float = 0.0     # linear warm-up before the cosine decay
     augment: bool = True           # random crop (pad 2) + horizontal flip
     label_smoothing: float = 0.0
+    distill_weight: float = 0.7    # with a teacher: weight of the soft-target term
+    distill_temperature: float = 4.0
     seed: int = 0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+                  ("momentum", 0.0 <= self.momentum < 1.0, "in [0, 1)"),
+                  ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+                  ("warmup_epochs", 0.0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
+                  ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, "in [0, 1)"),
+                  ("distill_weight", 0.0 <= self.distill_weight <= 1.0, "in [0, 1]"),
+                  ("distill_temperature", math.isfinite(self.distill_temperature)
+                   and self.distill_temperature > 0, "> 0")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"training setting {name}={getattr(self, name)!r} must be {rule}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that determine the result (not the progress display)."""
+        d = asdict(self)
+        d.pop("progress")
+        return d
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite."""
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -95,6 +133,26 @@ def _first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
     return "same shapes, but another architecture signature"
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
+                      ) -> torch.Tensor:
+    """Hinton's loss: label cross-entropy and the KL divergence of the
+    temperature-softened distributions (scaled by T^2 so that its gradients keep
+    their size as T changes); logits (B, K)."""
+    t = cfg.distill_temperature
+    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * t * t
+    hard = F.cross_entropy(student, labels, label_smoothing=cfg.label_smoothing)
+    return (1 - cfg.distill_weight) * hard + cfg.distill_weight * soft
+
+
+def run_fingerprint(model: nn.Module, data: DataBundle, cfg: TrainConfig, teacher: nn.Module | None
+                    ) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed: settings, data, starting
+    weights (the model as passed in, before any epoch) and the teacher."""
+    return {"config": cfg.fingerprint(), "data": data_digest(data), "start_weights": weights_digest(model),
+            "teacher": weights_digest(teacher) if teacher is not None else None}
+
+
 def _check_architecture(state: dict[str, Any], model: nn.Module, path: Path) -> None:
     """Refuse a checkpoint of another architecture before load_state_dict
     fails with a raw "size mismatch"; old checkpoints have no signature, so
@@ -108,31 +166,44 @@ def _check_architecture(state: dict[str, Any], model: nn.Module, path: Path) -> 
                      "into the same report folder; delete it or choose another output/report folder")
 
 
-def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
-          checkpoint: str | Path | None = None) -> list[dict[str, Any]]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, foreign or not a torch file: name it
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "delete it (or pass --restart) to start over") from None
+
+
+def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, checkpoint: str | Path | None = None,
+          teacher: nn.Module | None = None, restart: bool = False) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``data.train``; returns the per-epoch history.
 
     With ``checkpoint``, state is saved after each epoch and an existing
-    checkpoint is resumed from. Under torchrun, every process calls this; rank 0
-    writes the checkpoint.
+    checkpoint of the same run is resumed from (``restart`` discards it). With
+    ``teacher``, the loss distils its logits. Under torchrun, every process
+    calls this; rank 0 writes the checkpoint.
     """
     rank, world = dist_utils.setup()
+    fingerprint = run_fingerprint(model, data, cfg, teacher)
     torch.manual_seed(cfg.seed)
     opt = _make_optimizer(model, cfg)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path is not None and restart and rank == 0:
+        ckpt_path.unlink(missing_ok=True)
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(ckpt_path)
         _check_architecture(state, model, ckpt_path)
-        if state.get("config", {}).get("epochs") != cfg.epochs:
-            raise ValueError(f"checkpoint {ckpt_path} was made for {state['config'].get('epochs')} "
-                             f"epochs, not {cfg.epochs}; delete it or use the same --epochs")
+        check_fingerprint(state.get("fingerprint"), fingerprint, f"checkpoint {ckpt_path}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
-        if rank == 0 and start_epoch < cfg.epochs:
-            print(f"resuming from {ckpt_path} after epoch {start_epoch}")
+        if rank == 0:
+            print(f"resuming from {ckpt_path} after epoch {start_epoch}" if start_epoch < cfg.epochs else
+                  f"reusing the finished run in {ckpt_path} ({start_epoch} epochs, same settings)", flush=True)
+    if teacher is not None:
+        teacher.eval()
     net = dist_utils.wrap(model)
     steps = num_batches(data.train_x.shape[0], cfg.batch_size, world)
     total = steps * cfg.epochs
@@ -149,8 +220,18 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
             lr = lr_at(epoch * steps + i, total, cfg, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out = net(xb)
-            loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+            out = net(xb)                                                  # (B, K) logits
+            if teacher is None:
+                loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+            else:
+                with torch.no_grad():
+                    soft = teacher(xb)                                     # (B, K)
+                loss = distillation_loss(out, soft, yb, cfg)
+            if not torch.isfinite(loss):
+                kept = f"the checkpoint {ckpt_path} keeps epoch {epoch}" if ckpt_path is not None and epoch else \
+                    "no epoch finished"
+                raise TrainingDiverged(f"the training loss became {float(loss)} at epoch {epoch + 1}, step {i + 1} "
+                                       f"(lr {lr:.3g}); {kept}. Try a lower learning rate (--lr).")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -172,7 +253,7 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig,
             if ckpt_path is not None:
                 atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                    "epoch": epoch + 1, "history": history,
-                                   "config": asdict(cfg),
+                                   "config": asdict(cfg), "fingerprint": fingerprint,
                                    "architecture": architecture_signature(model.state_dict())},
                                   ckpt_path)
         dist_utils.barrier()

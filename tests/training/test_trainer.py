@@ -63,7 +63,7 @@ def test_interrupted_training_resumes_to_the_same_weights(fmnist_small, tmp_path
 def test_checkpoint_for_other_epochs_is_refused(fmnist_small, tmp_path):
     ckpt = tmp_path / "c.ckpt"
     train(create("lenet5"), fmnist_small, TrainConfig(epochs=1, progress=False), checkpoint=ckpt)
-    with pytest.raises(ValueError, match="same --epochs"):
+    with pytest.raises(ValueError, match=r"config\.epochs: 1 there, 2 here.*--restart"):
         train(create("lenet5"), fmnist_small, TrainConfig(epochs=2, progress=False), checkpoint=ckpt)
 
 
@@ -85,6 +85,7 @@ def test_checkpoint_of_another_architecture_is_refused(fmnist_small, tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["architecture"] == architecture_signature(interrupted.state_dict())
     state["config"]["epochs"] = 2                 # as if the 2-epoch run had been interrupted
+    state["fingerprint"]["config"]["epochs"] = 2
     torch.save(state, ckpt)
 
     other = _pruned_lenet(0.7)
