@@ -81,20 +81,20 @@ class QuantizeConfig:
     calib_size: int = 256            # calibration images used (the first ones of ``calib_images``)
     # activation ranges: minmax | entropy | percentile. Over 3 calibration samples (results/QUANTIZE.md)
     # minmax and percentile tie within 0.03 point on resnet20, vgg_small, mobilenetv2 (minmax calibrates
-    # 2x faster); entropy (KL) loses 0.2-0.6 point, clips the logits and takes 4-10x longer.
+    # 2x faster); entropy (KL) loses 0.2-0.6 point, clips the logits and takes 4-14x longer.
     method: str = "minmax"
     per_channel: bool = True         # one weight scale per output channel
     symmetric_weights: bool = True   # weight zero point 0
     # uint8 activations: ORT's x86 int8 kernels multiply uint8 activations by int8 weights (the u8s8
-    # form of AVX2 / AVX-512 VNNI); s8s8 takes a slower path. Here (AMD EPYC, VNNI, ORT 1.32, 1 thread)
-    # resnet20 with qint8 ran 0.52 / 32 ms at batch 1 / 64, slower than fp32 (0.36 / 22), quint8 0.19 /
-    # 10.5 ms; mobilenetv2 likewise, vgg_small as fast either way; accuracy within 0.04 point.
+    # form of AVX2 / AVX-512 VNNI); s8s8 takes a slower path. Speedup over fp32 at batch 1 / 64 (AMD EPYC,
+    # VNNI, ORT 1.32, 1 thread; results/QUANTIZE.md), quint8 vs qint8: resnet20 1.99/2.09x vs 0.68/0.62x,
+    # mobilenetv2 1.30/2.04x vs 0.71/1.23x, vgg_small 2.67/2.80x vs 2.81/2.85x; accuracy within 0.04 point.
     activation_type: str = "quint8"
     # keep the conv(s) reading the image in float: with 1-3 input channels the reduction (C*kh*kw = 9-25)
     # is too short for ORT's int8 kernels (lenet5's first conv: 1.6 ms int8 vs 0.45 ms fp32, batch 64).
-    # Speedup over fp32 at batch 1 / 64, 1 thread, first conv float vs int8: resnet20 1.92/2.20x vs
-    # 1.81/2.11x, vgg_small 2.71/3.01x vs 2.29/2.86x, mobilenetv2 1.29/2.18x vs 1.24/1.59x; accuracy
-    # within 0.1 point; it holds < 1% of the weights.
+    # Speedup over fp32 at batch 1 / 64, first conv float vs int8 (results/QUANTIZE.md): resnet20
+    # 1.99/2.09x vs 1.99/1.88x, vgg_small 2.67/2.80x vs 2.63/2.57x, mobilenetv2 1.30/2.04x vs 1.27/1.64x;
+    # accuracy within 0.1 point; it holds < 1% of the weights.
     float_first_conv: bool = True
     opset: int = 17                  # >= 17: the exporter writes 17, a higher opset is converted to
     preprocess: bool = True          # ORT's quant_pre_process first (skipped with a note if it fails)
