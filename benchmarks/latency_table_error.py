@@ -14,9 +14,13 @@ summarised apart. Each table starts empty (a temporary cache) unless
 ``--cache-dir`` is given, and the seconds to build the entries of resnet20,
 vgg_small and mobilenetv2 from scratch are recorded.
 
-At one thread the table's clock is the CPU time of the calling thread; the
-measured rows give it (``measured_ms``, ``error``) and wall time
-(``measured_wall_ms``, ``error_wall``), identical on a quiet machine. The
+At one thread the table's clock is the CPU time of the calling thread, and
+the table reports times at the quietest speed it has seen (a reference layer
+is timed alongside every measurement, ``latency_table.py``). Each row gives
+the prediction against the measured time brought to that same speed
+(``measured_ms``, ``error``: the like-for-like comparison), against the raw
+CPU time (``measured_raw_ms``, ``error_raw``) and against wall time
+(``measured_wall_ms``, ``error_wall``); the three agree on a quiet machine. The
 load average is sampled during the run and ``machine_busy`` says whether
 other jobs were running.
 
@@ -103,6 +107,9 @@ def summarise(rows: list[dict], key: str) -> dict:
 def run(batches: list[int], threads: int, cache_dir: str | None) -> dict:
     log = LoadLog()
     log.note()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "entroprune/measure", "benchmarks"],
+                           cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
     t_start = time.time()
     calib = default_calibration_models(SHAPE)
     calib_sigs = {model_signature(model_profile(m, SHAPE), SHAPE) for _, m in calib}
@@ -119,39 +126,43 @@ def run(batches: list[int], threads: int, cache_dir: str | None) -> dict:
             info.update(calibrate_seconds=round(time.perf_counter() - t0, 1), fit=fit.to_dict(), key=table.key,
                         entries=len(table))
             log.note()
-            predicted = [table.predict(e["net"], SHAPE) for e in evals]
             nets = [e["net"] for e in evals]
+            table.ensure(c for n in nets for _, c in model_profile(n, SHAPE).layers)   # then one quiet speed
+            predicted = [table.predict(n, SHAPE) for n in nets]
             measured = table.measure_models(nets, SHAPE)
             log.note()
             wall = measure_models(nets, SHAPE, batch, threads, repeats=30 if batch < 16 else 12,
                                   rounds=table.rounds, clock="wall")
             log.note()
             batch_rows = []
-            for e, p, m, w in zip(evals, predicted, measured, wall):
+            for e, p, (m, ref), (w, _) in zip(evals, predicted, measured, wall):
+                q = table.quiet_ms(m, ref)
                 batch_rows.append({
                     "model": e["model"], "source": e["source"], "pruning": e["pruning"], "batch": batch,
                     "threads": threads, "macs": count_macs(e["net"], SHAPE),
                     "in_calibration": model_signature(model_profile(e["net"], SHAPE), SHAPE) in calib_sigs,
-                    "predicted_ms": p, "measured_ms": m, "error": p / m - 1.0,
+                    "predicted_ms": p, "measured_ms": q, "error": p / q - 1.0,
+                    "measured_raw_ms": m, "error_raw": p / m - 1.0, "reference_ms": ref,
                     "measured_wall_ms": w, "error_wall": p / w - 1.0})
+            info["quiet_reference_ms"] = table.quiet_ref_ms
+            refs = [e["ref_ms"] for e in table.entries.values()]
+            info["reference_ms_of_entries"] = {"min": min(refs), "median": statistics.median(refs), "max": max(refs)}
             held = [r for r in batch_rows if not r["in_calibration"]]
-            info["held_out"] = {"cpu_clock": summarise(held, "error"), "wall_clock": summarise(held, "error_wall")}
-            info["all_rows"] = {"cpu_clock": summarise(batch_rows, "error"),
-                                "wall_clock": summarise(batch_rows, "error_wall")}
+            for part, rs in (("held_out", held), ("all_rows", batch_rows)):
+                info[part] = {"quiet_speed": summarise(rs, "error"), "cpu_raw": summarise(rs, "error_raw"),
+                              "wall_raw": summarise(rs, "error_wall")}
             per_batch[str(batch)] = info
             rows += batch_rows
-            print(f"batch {batch}: held-out median |error| {info['held_out']['cpu_clock']['median_abs_error']:.3f}"
-                  f" max {info['held_out']['cpu_clock']['max_abs_error']:.3f}; fit {fit.coef}", flush=True)
+            h = info["held_out"]["quiet_speed"]
+            print(f"batch {batch}: held-out median |error| {h['median_abs_error']:.3f} max {h['max_abs_error']:.3f}; "
+                  f"fit {fit.coef}", flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "entroprune/measure", "benchmarks"], cwd=HERE.parent,
-                           capture_output=True, text=True).stdout.strip()
     import onnxruntime
 
     return {
-        "commit": commit, "uncommitted_changes": bool(dirty),
+        "commit": commit, "uncommitted_changes": dirty.splitlines(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "configuration": {"threads": threads, "batches": batches, "input_shape": list(SHAPE),
                           "features": list(FEATURES), "calibration_models": [n for n, _ in calib],

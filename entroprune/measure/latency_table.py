@@ -29,6 +29,13 @@ process wrote meanwhile. A second table with the same key measures only
 missing entries; a file written for another key is never read for this one.
 At one thread the clock is the CPU time of the calling thread (ORT then runs
 on it alone), so that other jobs of a busy machine do not inflate entries.
+
+Speed drift (``normalize=True``, the default): every entry and whole-model
+measurement carries the median of a fixed reference layer timed in the same
+rounds (``ref_ms``). Times are kept relative to it and reported at the
+quietest speed the table has seen (the smallest ``ref_ms``): an entry measured
+while other jobs slowed the machine by 30% does not come out 30% too slow. On
+a quiet machine the reference hardly moves and this changes nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ __all__ = ["LatencyTable", "LatencyTableError", "LayerConfig", "OtherOp", "Overh
            "cpu_model", "default_cache_dir", "default_calibration_models", "fit_overhead", "layer_configs",
            "model_profile", "model_signature"]
 
-METHOD = "layer-minus-null/1"       # bump when entries are measured differently: old files are then not read
+METHOD = "layer-minus-null/2"       # bump when entries are measured differently: old files are then not read
 FEATURES = ("const", "layers_ms", "layers", "other_mb")   # the overhead model's terms (see the docstring)
 
 
@@ -105,13 +112,14 @@ class OverheadFit:
     models: int                      # calibration models it was fitted on
     median_abs_error: float          # relative, on those models
     max_abs_error: float
+    ref_ms: float = 1.0              # the table's quiet reference time when fitted (see LatencyTable)
 
     def predict(self, features: dict[str, float]) -> float:
         return sum(c * features[f] for f, c in self.coef.items())
 
     def to_dict(self) -> dict:
         return {"coef": self.coef, "models": self.models, "median_abs_error": self.median_abs_error,
-                "max_abs_error": self.max_abs_error}
+                "max_abs_error": self.max_abs_error, "ref_ms": self.ref_ms}
 
 
 def fit_overhead(points: Sequence[dict[str, float]], features: Sequence[str] = FEATURES) -> OverheadFit:
@@ -143,12 +151,13 @@ class LatencyTable:
 
     ``repeats`` is the number of timed samples per entry (medians), taken in
     ``rounds`` passes over the entries measured together (``table_timing``);
-    ``progress`` shows a tqdm bar while ``ensure`` measures.
+    ``normalize`` reports times at the quietest reference speed seen (module
+    docstring); ``progress`` shows a tqdm bar while ``ensure`` measures.
     """
 
     def __init__(self, threads: int = 1, batch_size: int = 1, runtime: str = "onnxruntime",
                  cache_dir: str | Path | None = None, repeats: int = 15, rounds: int = 3,
-                 progress: bool = True):
+                 normalize: bool = True, progress: bool = True):
         if runtime != "onnxruntime":
             raise ValueError(f"latency tables are measured in ONNX Runtime only, got runtime={runtime!r}; "
                              "time eager torch models with measure_latency(..., runtime='torch')")
@@ -157,7 +166,7 @@ class LatencyTable:
                              f"{repeats}, {rounds}")
         ort = OnnxRuntime(threads)     # the install hint, if onnxruntime is missing
         self.threads, self.batch_size, self.progress = ort.threads, batch_size, progress
-        self.repeats, self.rounds = repeats, rounds
+        self.repeats, self.rounds, self.normalize = repeats, rounds, normalize
         self.clock = "cpu" if self.threads == 1 else "wall"
         self.key = {"runtime": runtime, "runtime_version": ort.version, "cpu": cpu_model(),
                     "threads": self.threads, "batch_size": batch_size, "method": METHOD, "clock": self.clock}
@@ -192,7 +201,8 @@ class LatencyTable:
         self.calibration.update(data.get("calibration", {}))
         if data.get("fit"):
             f = data["fit"]
-            self.fit = OverheadFit(f["coef"], f["models"], f["median_abs_error"], f["max_abs_error"])
+            self.fit = OverheadFit(f["coef"], f["models"], f["median_abs_error"], f["max_abs_error"],
+                                   f.get("ref_ms", 1.0))
 
     def save(self) -> Path:
         """Write the table, merged with entries another process added meanwhile."""
@@ -231,10 +241,25 @@ class LatencyTable:
         finally:
             bar.close()
 
+    @property
+    def quiet_ref_ms(self) -> float:
+        """The reference layer's quietest median seen by this table (1.0 when
+        not normalizing or nothing carries one)."""
+        refs = [e["ref_ms"] for e in (*self.entries.values(), *self.calibration.values()) if e.get("ref_ms")]
+        return min(refs) if self.normalize and refs else 1.0
+
+    def quiet_ms(self, ms: float, ref_ms: float | None) -> float:
+        """``ms`` measured while the reference took ``ref_ms``, at the quietest speed."""
+        return ms * self.quiet_ref_ms / ref_ms if self.normalize and ref_ms else ms
+
+    def _entry_ms(self, key: str) -> float:
+        e = self.entries[key]
+        return self.quiet_ms(e["ms"], e.get("ref_ms"))
+
     def layer_ms(self, cfg: LayerConfig) -> float:
         """The layer's own milliseconds (measured now if missing)."""
         self.ensure([cfg])
-        return self.entries[cfg.key]["ms"]
+        return self._entry_ms(cfg.key)
 
     def widths_ms(self, cfg: LayerConfig, in_widths: Iterable[int] | None = None,
                   out_widths: Iterable[int] | None = None) -> dict[tuple[int, int], float]:
@@ -249,21 +274,22 @@ class LatencyTable:
         else:
             variants = {(i, o): cfg.with_widths(i, o) for i in ins for o in outs}
         self.ensure(variants.values())
-        return {k: self.entries[c.key]["ms"] for k, c in variants.items()}
+        return {k: self._entry_ms(c.key) for k, c in variants.items()}
 
     # ------------------------------------------------------------------ models
     def features(self, model: nn.Module | ModelProfile, input_shape: tuple[int, ...]) -> dict[str, float]:
         """The overhead model's features of ``model`` (its entries measured if missing)."""
         prof = model if isinstance(model, ModelProfile) else model_profile(model, input_shape)
         self.ensure(c for _, c in prof.layers)
-        return {"const": 1.0, "layers_ms": sum(self.entries[c.key]["ms"] for _, c in prof.layers),
+        return {"const": 1.0, "layers_ms": sum(self._entry_ms(c.key) for _, c in prof.layers),
                 "other_mb": 4e-6 * self.batch_size * prof.other_elements,       # float32 bytes written
                 "layers": float(len(prof.layers)), "others": float(len(prof.others))}
 
     def measure_models(self, models: Sequence[nn.Module], input_shape: tuple[int, ...],
-                       repeats: int | None = None) -> list[float]:
-        """Whole-model median ms with this table's runtime, clock, threads and
-        batch (timed in rounds, interleaved across models)."""
+                       repeats: int | None = None) -> list[tuple[float, float]]:
+        """Whole-model ``(median ms, reference median ms)`` with this table's
+        runtime, clock, threads and batch (timed in rounds, interleaved across
+        models); ``quiet_ms(*pair)`` is the time at the quietest speed."""
         reps = repeats or (30 if self.batch_size < 16 else 12)
         return measure_models(models, input_shape, self.batch_size, self.threads, reps, self.rounds, self.clock)
 
@@ -276,13 +302,14 @@ class LatencyTable:
         sigs = [model_signature(p, input_shape) for p in profs]
         todo = [i for i, sig in enumerate(sigs) if remeasure or sig not in self.calibration]
         self.ensure(c for p in profs for _, c in p.layers)
-        for i, ms in zip(todo, self.measure_models([models[i][1] for i in todo], input_shape)):
-            self.calibration[sigs[i]] = {"name": models[i][0], "measured_ms": ms}
+        for i, (ms, ref) in zip(todo, self.measure_models([models[i][1] for i in todo], input_shape)):
+            self.calibration[sigs[i]] = {"name": models[i][0], "measured_ms": ms, "ref_ms": ref}
         points = []
         for sig, prof in zip(sigs, profs):   # features from the current entries, measurements as stored
             self.calibration[sig] = point = {**self.calibration[sig], **self.features(prof, input_shape)}
-            points.append(point)
+            points.append({**point, "measured_ms": self.quiet_ms(point["measured_ms"], point.get("ref_ms"))})
         self.fit = fit_overhead(points)
+        self.fit.ref_ms = self.quiet_ref_ms
         self.save()
         return self.fit
 
@@ -292,7 +319,10 @@ class LatencyTable:
             raise LatencyTableError(f"the latency table {self.path} has no overhead fit yet: call "
                                     "table.calibrate(models, input_shape) once on a few models of the kind "
                                     "you predict (e.g. default_calibration_models())")
-        return self.fit.predict(self.features(model, input_shape))
+        f = self.features(model, input_shape)
+        # the fit's milliseconds are at the quiet speed of its time; rescale if a quieter one was seen since
+        s = self.quiet_ref_ms / self.fit.ref_ms
+        return s * self.fit.predict({**f, "layers_ms": f["layers_ms"] / s})
 
 
 def default_calibration_models(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,

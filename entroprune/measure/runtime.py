@@ -18,7 +18,10 @@ zero-argument callable that performs one forward pass on a fixed input:
 
 ``time_models(runners, repeats, warmup)`` warms every runner up, then runs
 them interleaved run by run in one process (a slow period of a shared machine
-hits every model alike) and returns the median milliseconds of each.
+hits every model alike) and returns the median milliseconds of each
+(``time_samples`` returns the samples). ``inner`` calls per timed sample steady
+sub-0.1 ms runs; ``clock="cpu"`` times the calling thread's CPU time instead of
+wall time (valid at one thread, blind to other jobs taking the core away).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class _FakeTimer:
         for m in models:
             cfgs = [c for _, c in layer_configs(m, input_shape)]
             out.append(self.a + self.b * sum(1e-6 * c.macs() * batch_size for c in cfgs) + self.c * len(cfgs))
-        return out
+        return [(ms, None) for ms in out]         # (ms, reference ms): no reference, no normalisation
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_calibrate_then_predict_with_injected_timings(fake, tmp_path):
     assert fit.coef["const"] == pytest.approx(fake.a) and fit.coef["layers_ms"] == pytest.approx(fake.b)
     assert fit.coef["layers"] == pytest.approx(fake.c) and fit.max_abs_error < 1e-9
     unseen = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(10, 5, 3, padding=1))
-    want = fake.measure_models([unseen], (1, 10, 10), 2, 1, 1, 1, "cpu")[0]
+    want = fake.measure_models([unseen], (1, 10, 10), 2, 1, 1, 1, "cpu")[0][0]
     assert table.predict(unseen, (1, 10, 10)) == pytest.approx(want)
     # the fit and the whole-model measurements are stored: a new table predicts without measuring models
     again = LatencyTable(threads=1, batch_size=2, cache_dir=tmp_path, progress=False)
@@ -202,5 +202,25 @@ def test_widths_ms_measures_the_candidate_widths(fake, tmp_path):
 def test_a_real_entry_is_the_layer_minus_its_null_graph():
     cfg = LayerConfig("conv", 4, 8, (3, 3), padding=(1, 1), in_hw=(8, 8), bias=True, act=True)
     (entry,) = measure_layers([cfg], batch_size=1, threads=1, repeats=3, rounds=1, clock="cpu").values()
-    assert set(entry) == {"ms", "layer_ms", "null_ms"}
+    assert set(entry) == {"ms", "layer_ms", "null_ms", "ref_ms"} and entry["ref_ms"] > 0
     assert entry["ms"] == pytest.approx(max(0.0, entry["layer_ms"] - entry["null_ms"]))
+
+
+def test_entries_measured_on_a_slowed_machine_are_brought_to_the_quietest_speed(monkeypatch, tmp_path):
+    slow = {"k": 1.0}          # the machine's slowdown while a chunk is measured; the reference slows alike
+
+    def measure(configs, batch_size, threads, repeats, rounds, clock, tick=lambda: None):
+        k = slow["k"]
+        return {c.key: {"ms": 1e-6 * c.macs() * k, "layer_ms": 0.0, "null_ms": 0.0, "ref_ms": 0.5 * k}
+                for c in configs}
+
+    monkeypatch.setattr(lt, "measure_layers", measure)
+    a, b = LayerConfig("linear", 100, 100), LayerConfig("linear", 100, 50)
+    table = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, progress=False)
+    slow["k"] = 1.5
+    assert table.layer_ms(a) == pytest.approx(1e-2 * 1.5)     # the only speed seen so far
+    slow["k"] = 1.0
+    assert table.layer_ms(b) == pytest.approx(5e-3)
+    assert table.layer_ms(a) == pytest.approx(1e-2)           # now at the quieter speed
+    raw = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, normalize=False, progress=False)
+    assert raw.layer_ms(a) == pytest.approx(1e-2 * 1.5)
