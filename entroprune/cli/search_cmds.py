@@ -22,6 +22,7 @@ from ..io import atomic_write_json, atomic_write_text, save
 from ..pruning import PruningError, parse_macs_target
 from ..reporting import before_after_table, latency_dict, plot_widths, summarize
 from ..search import REWARDS, DDPGConfig, RewardConfig, SearchConfig, SearchResult, run_search
+from ..search.env import WALLS
 from ..training import TrainConfig, train
 from .common import fail, get_data, get_model, set_threads
 
@@ -41,8 +42,8 @@ def _config(target_macs: str, reward: str, importance: str, episodes: int, warmu
         fail(f"unknown --reward {reward!r}; choose one of {', '.join(REWARDS)}")
     if importance not in IMPORTANCE:
         fail(f"unknown --importance {importance!r}; choose one of {', '.join(IMPORTANCE)}")
-    if wall not in ("both", "upper"):
-        fail(f"--wall must be 'both' or 'upper', got {wall!r}")
+    if wall not in WALLS:
+        fail(f"--wall must be one of {', '.join(WALLS)}, got {wall!r}")
     if amc_full:
         episodes, warmup, val_subset = AMC_FULL["episodes"], AMC_FULL["warmup"], AMC_FULL["val_subset"]
     if episodes < 1 or warmup < 0 or round_to < 1 or calib_size < 1 or top_k < 1 or checkpoint_every < 1:
@@ -88,7 +89,7 @@ def search_cmd(
     warmup: int = typer.Option(20, help="episodes of uniform random actions first (AMC: 100)"),
     lbound: float = typer.Option(0.2, help="smallest preserve ratio of a group"),
     round_to: int = typer.Option(1, help="kept channels a multiple of this (AMC: 8)"),
-    wall: str = typer.Option("both", help="action wall: both (end at the target) or upper (at or below, AMC)"),
+    wall: str = typer.Option("both", help="action wall: both (end at target), upper (AMC) or spread (budget shares)"),
     calib_size: int = typer.Option(128, help="images of the fixed calibration batch (entropy rewards)"),
     val_subset: int = typer.Option(1000, help="validation images of the accuracy rewards (0 = all 5,000)"),
     top_k: int = typer.Option(3, help="best policies whose validation accuracy is measured"),
@@ -127,7 +128,7 @@ def compress_cmd(
     warmup: int = typer.Option(20, help="episodes of uniform random actions first (AMC: 100)"),
     lbound: float = typer.Option(0.2, help="smallest preserve ratio of a group"),
     round_to: int = typer.Option(1, help="kept channels a multiple of this (AMC: 8)"),
-    wall: str = typer.Option("both", help="action wall: both (end at the target) or upper (at or below, AMC)"),
+    wall: str = typer.Option("both", help="action wall: both (end at target), upper (AMC) or spread (budget shares)"),
     calib_size: int = typer.Option(128, help="images of the fixed calibration batch (entropy rewards)"),
     val_subset: int = typer.Option(1000, help="validation images of the accuracy rewards (0 = all 5,000)"),
     top_k: int = typer.Option(3, help="best policies whose validation accuracy is measured"),

@@ -14,11 +14,19 @@ MACs target reachable:
   model must not exceed the target;
 - lower side (``wall="both"``, the default; AMC had none): even if every later
   group is kept whole, the model must still reach the target, so that the
-  episode ends *at* the budget (METHODS.md) rather than below it.
-MACs come from the analytic model of ``PolicyPruner`` (exact for whole
-channels); at the end the policy is applied structurally, the true MACs of
-the pruned model are measured (the gap to the analytic value is reported) and
-the reward is computed on the pruned model. Intermediate rewards are 0.
+  episode ends *at* the budget (METHODS.md) rather than below it;
+- ``wall="spread"`` (our variant, docs/METHODS.md section 3): besides both
+  sides, group ``t`` may keep at most its share of the remaining budget, the
+  preserve ratio that, given to every group still to come, would meet the
+  target. The walk from first to last then cannot spend the budget early and
+  force the last groups to the lower bound; budget left unused by a group is
+  spread over the groups after it.
+The cost is the analytic MACs model of ``PolicyPruner`` (exact for whole
+channels) or any other cost of the kept fractions (``cost_fn``: a predicted
+latency). At the end the policy is applied structurally, the pruned model is
+reconstructed (``reconstructor``, docs/METHODS.md section 7: the reward then
+scores a model whose layers were refitted, as AMC did), the true MACs are
+measured and the reward is computed on it. Intermediate rewards are 0.
 """
 
 from __future__ import annotations
@@ -35,11 +43,13 @@ import torch.nn as nn
 from ..measure import count_macs
 from ..pruning.policy import LAYER_TYPES, PolicyPruner
 from ..pruning.structural import PruningError
+from ..reconstruct import Reconstructor
 
 OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "stride", "kernel",
                 "group_macs", "macs_removed", "macs_to_come", "previous_action")
 
 RewardFn = Callable[[nn.Module, int], float]   # (pruned model, its MACs) -> reward
+WALLS = ("both", "upper", "spread")
 
 
 @dataclass
@@ -48,13 +58,28 @@ class EnvConfig:
     lbound: float = 0.2          # smallest preserve ratio of a group
     round_to: int = 1            # kept channel counts a multiple of this (AMC: 8)
     importance: str = "l1"       # which channels a group loses: "l1" or "aura"
-    wall: str = "both"           # "both" (end at the target) or "upper" (AMC: end at or below it)
+    wall: str = "both"           # "both" (end at the target), "upper" (AMC: at or below), "spread" (budget shares)
 
 
 def _minmax(values: Sequence[float]) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     span = v.max() - v.min()
     return (v - v.min()) / span if span > 0 else np.zeros_like(v)
+
+
+def _count_where(counts: list[int], pred: Callable[[int], bool], last: bool) -> int | None:
+    """For a predicate monotone over the sorted ``counts`` (true up to a point if
+    ``last``, else from a point on): the last (first) count where it holds."""
+    lo, hi = 0, len(counts)                       # invariant: the boundary lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(counts[mid]) == last:
+            lo = mid + 1
+        else:
+            hi = mid
+    if last:
+        return counts[lo - 1] if lo > 0 else None
+    return counts[lo] if lo < len(counts) else None
 
 
 class PruningEnv(gym.Env):
@@ -65,26 +90,28 @@ class PruningEnv(gym.Env):
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], reward_fn: RewardFn | None,
                  cfg: EnvConfig, calib: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 pruner: PolicyPruner | None = None):
+                 pruner: PolicyPruner | None = None, reconstructor: Reconstructor | None = None,
+                 cost_fn: Callable[[Sequence[float]], float] | None = None):
         super().__init__()
-        if cfg.wall not in ("both", "upper"):
-            raise ValueError(f"wall must be 'both' or 'upper', got {cfg.wall!r}")
+        if cfg.wall not in WALLS:
+            raise ValueError(f"wall must be one of {', '.join(WALLS)}, got {cfg.wall!r}")
         if not 0.0 < cfg.lbound <= 1.0:
             raise ValueError(f"lbound must be in (0, 1], got {cfg.lbound}")
-        self.cfg, self.reward_fn = cfg, reward_fn
+        self.cfg, self.reward_fn, self.reconstructor = cfg, reward_fn, reconstructor
         self.pruner = pruner or PolicyPruner(model, input_shape, cfg.importance, calib)
+        self.cost = cost_fn or self.pruner.macs                             # kept fractions -> cost
         self.groups = self.pruner.groups
         self.n_steps = len(self.groups)
         self.allowed = [self.pruner.allowed_counts(i, cfg.lbound, cfg.round_to) for i in range(self.n_steps)]
         self.min_keep = [a[0] / g.channels for a, g in zip(self.allowed, self.groups)]
-        self.total = float(self.pruner.total_macs)
+        self.total = float(self.cost([1.0] * self.n_steps))
         self.macs_before = count_macs(self.pruner.base, self.pruner.input_shape)  # measured
         self.target = cfg.target_macs * self.total
-        floor = self.pruner.macs(self.min_keep)
+        floor = self.cost(self.min_keep)
         if floor > self.target:
-            raise PruningError(f"cannot reach {cfg.target_macs:.3f} of the MACs: pruning every group to "
+            raise PruningError(f"cannot reach {cfg.target_macs:.3f} of the cost: pruning every group to "
                                f"lbound={cfg.lbound} keeps {floor / self.total:.3f}; lower --lbound or "
-                               "ask for fewer MACs removed")
+                               "ask for less")
         self.observation_space = gym.spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), np.float32)
         self.action_space = gym.spaces.Box(cfg.lbound, 1.0, (1,), np.float32)
         g = self.groups
@@ -101,36 +128,48 @@ class PruningEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         t = self.t
         keep = self.keep + [1.0] * (self.n_steps - t)
-        removed = (self.total - self.pruner.macs(keep)) / self.total
-        to_come = (sum(self.pruner.layer_cost(n, keep) for n in self._after[t]) / self.total
+        removed = (self.pruner.total_macs - self.pruner.macs(keep)) / self.pruner.total_macs
+        to_come = (sum(self.pruner.layer_cost(n, keep) for n in self._after[t]) / self.pruner.total_macs
                    if t < self.n_steps else 0.0)
         prev = self.keep[-1] if self.keep else 1.0
         obs = np.concatenate([self.static[min(t, self.n_steps - 1)], [removed, to_come, prev]])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)                   # (10,)
 
     # ---- the action wall ----
-    def _macs_line(self, later: list[float]) -> tuple[float, float]:
-        """MACs as ``a + b * k`` of group t's kept fraction ``k``, later groups at ``later``."""
-        a = self.pruner.macs(self.keep + [0.0] + later)
-        return a, self.pruner.macs(self.keep + [1.0] + later) - a
+    def _share(self) -> float:
+        """The preserve ratio that, given to group t and every group after it, meets the target."""
+        lo, hi = 0.0, 1.0
+        for _ in range(30):                    # bisection: the cost grows with the ratio
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.cost(self.keep + [mid] * (self.n_steps - self.t)) < self.target else (lo, mid)
+        return hi
 
     def wall(self, ratio: float) -> int:
         """The channel count group ``t`` keeps for a proposed preserve ratio."""
         t, n = self.t, self.groups[self.t].channels
         counts = self.allowed[t]
-        a_lo, b_lo = self._macs_line(self.min_keep[t + 1:])               # later groups at minimum
-        a_hi, b_hi = self._macs_line([1.0] * (self.n_steps - t - 1))     # later groups whole
-        fits = [c for c in counts if a_lo + b_lo * c / n <= self.target + 1e-6]
-        c_max = fits[-1] if fits else counts[0]
+        low_later, whole_later = self.min_keep[t + 1:], [1.0] * (self.n_steps - t - 1)
+        slack = 1e-6 * self.total
+
+        def cost_low(c: int) -> float:       # later groups at their minimum
+            return self.cost(self.keep + [c / n] + low_later)
+
+        # the cost grows with the count: the walls are found by bisection over the allowed counts
+        fits = _count_where(counts, lambda c: cost_low(c) <= self.target + slack, last=True)
+        c_max = fits if fits is not None else counts[0]
+        if self.cfg.wall == "spread":            # at most the group's share of the remaining budget
+            share = self._share() * n
+            c_max = min(c_max, next((c for c in counts if c >= share - 1e-9), counts[-1]))
         c_min = counts[0]
-        if self.cfg.wall == "both":
-            reach = [c for c in counts if a_hi + b_hi * c / n >= self.target - 1e-6]
-            c_min = reach[0] if reach else counts[-1]
+        if self.cfg.wall in ("both", "spread"):
+            reach = _count_where(counts, lambda c: self.cost(self.keep + [c / n] + whole_later)
+                                 >= self.target - slack, last=False)
+            c_min = reach if reach is not None else counts[-1]
         wanted = min(counts, key=lambda c: (abs(c - ratio * n), c))
         if c_min <= c_max:
             return min(max(wanted, c_min), c_max)
         if t == self.n_steps - 1:  # channels too coarse to hit the target: the closer side
-            return min((c_max, c_min), key=lambda c: abs(a_lo + b_lo * c / n - self.target))
+            return min((c_max, c_min), key=lambda c: abs(cost_low(c) - self.target))
         return c_max
 
     # ---- gymnasium API ----
@@ -156,18 +195,27 @@ class PruningEnv(gym.Env):
         info.update(self.finish())
         return self._observation(), info["reward"], True, False, info
 
+    def apply(self, channels: Sequence[int]) -> tuple[nn.Module, float]:
+        """The pruned (and, with a reconstructor, refitted) model of a policy, and
+        the seconds the refit took."""
+        pruned = self.pruner.apply(channels)
+        if self.reconstructor is None:
+            return pruned, 0.0
+        return pruned, float(self.reconstructor(pruned)["seconds"])
+
     def finish(self) -> dict[str, Any]:
         """Apply the episode's policy, measure it and compute the reward."""
-        pruned = self.pruner.apply(self.channels)
+        pruned, refit_seconds = self.apply(self.channels)
         macs = count_macs(pruned, self.pruner.input_shape)
         analytic = self.pruner.macs(self.keep)
+        cost = self.cost(self.keep) / self.total
         reward = float(self.reward_fn(pruned, macs)) if self.reward_fn is not None else 0.0
         self.last_pruned = pruned
         return {"reward": reward, "policy": list(self.keep), "channels": list(self.channels),
                 "macs": macs, "macs_fraction": macs / self.macs_before,
-                "macs_fraction_analytic": analytic / self.total,
-                "macs_gap": (macs - analytic) / self.macs_before,
-                "target_error": macs / self.macs_before / self.cfg.target_macs - 1.0}
+                "macs_fraction_analytic": analytic / self.pruner.total_macs,
+                "macs_gap": (macs - analytic) / self.macs_before, "cost_fraction": cost,
+                "target_error": cost / self.cfg.target_macs - 1.0, "reconstruct_seconds": refit_seconds}
 
     def play(self, ratios: Sequence[float]) -> dict[str, Any]:
         """Run one whole episode with the given proposed ratios; the final info."""

@@ -24,7 +24,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from ..data import DataBundle
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..reconstruct import ReconstructConfig, Reconstructor
 from ..reporting.search_plots import plot_policy, plot_search
 from ..training import evaluate
 from .agent import DDPGAgent, DDPGConfig
@@ -60,6 +61,9 @@ class SearchConfig:
     progress: bool = True
     rewards: RewardConfig = field(default_factory=RewardConfig)
     agent: DDPGConfig = field(default_factory=lambda: DDPGConfig(warmup=20))
+    # every episode's model is reconstructed before its reward (None: scored raw, as before)
+    reconstruct: ReconstructConfig | None = field(default_factory=lambda: ReconstructConfig(images=256,
+                                                                                            positions=4096))
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a checkpoint and its resumption."""
@@ -80,8 +84,8 @@ class SearchResult:
     env: PruningEnv
 
     def best_model(self) -> nn.Module:
-        """The model pruned by the best policy (not fine-tuned)."""
-        return self.env.pruner.apply(self.best["channels"])
+        """The model pruned by the best policy (reconstructed as in the search, not fine-tuned)."""
+        return self.env.apply(self.best["channels"])[0]
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
@@ -95,12 +99,17 @@ def _calibration(data: DataBundle, cfg: SearchConfig) -> tuple[torch.Tensor, tor
     return images, torch.zeros(len(images), dtype=torch.long)
 
 
-def make_env(model: nn.Module, data: DataBundle, cfg: SearchConfig, with_reward: bool = True) -> PruningEnv:
+def make_env(model: nn.Module, data: DataBundle, cfg: SearchConfig, with_reward: bool = True,
+             cost_fn: Callable[[Sequence[float]], float] | None = None) -> PruningEnv:
     shape = tuple(data.train_x.shape[1:])
     reward = make_reward(cfg.reward, model, data, cfg.rewards) if with_reward else None
     env_cfg = EnvConfig(target_macs=cfg.target_macs, lbound=cfg.lbound, round_to=cfg.round_to,
                         importance=cfg.importance, wall=cfg.wall)
-    return PruningEnv(model, shape, reward, env_cfg, calib=_calibration(data, cfg))
+    reconstructor = None
+    if cfg.reconstruct is not None:   # calibration images of the training split, never the test set
+        reconstructor = Reconstructor(model, data.calibration(cfg.reconstruct.images, cfg.seed), cfg.reconstruct)
+    return PruningEnv(model, shape, reward, env_cfg, calib=_calibration(data, cfg), reconstructor=reconstructor,
+                      cost_fn=cost_fn)
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, episode: int, agent: DDPGAgent, best) -> None:
@@ -144,6 +153,7 @@ def _play_episode(env: PruningEnv, agent: DDPGAgent, episode: int) -> dict[str, 
     learning = agent.observe_episode(transitions, reward, episode)
     return {"episode": episode, "reward": reward, "macs_fraction": info["macs_fraction"],
             "macs_gap": info["macs_gap"], "target_error": info["target_error"],
+            "cost_fraction": info["cost_fraction"], "reconstruct_seconds": info["reconstruct_seconds"],
             "policy": info["policy"], "channels": info["channels"], "proposed": proposed,
             "warmup": episode < agent.cfg.warmup,
             "sigma": None if episode < agent.cfg.warmup else agent.sigma(episode),
@@ -163,12 +173,15 @@ def _top_policies(records: list[dict], k: int) -> list[dict]:
 
 
 def run_search(model: nn.Module, data: DataBundle, cfg: SearchConfig, folder: str | Path,
-               on_episode: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
-    """Search a per-group preserve-ratio policy for ``model`` (left untouched)."""
+               on_episode: Callable[[int, dict[str, Any]], None] | None = None,
+               cost_fn: Callable[[Sequence[float]], float] | None = None) -> SearchResult:
+    """Search a per-group preserve-ratio policy for ``model`` (left untouched).
+    ``cost_fn`` (kept fractions -> cost) replaces the analytic MACs as the
+    budget of the action wall (``cfg.target_macs`` is then a fraction of it)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg.agent.lbound = cfg.lbound
-    env = make_env(model, data, cfg)
+    cfg = replace(cfg, agent=replace(cfg.agent, lbound=cfg.lbound))     # the caller's config stays as it was
+    env = make_env(model, data, cfg, cost_fn=cost_fn)
     agent = DDPGAgent(len(OBS_FEATURES), cfg.agent, seed=cfg.seed)
     fingerprint = {**cfg.fingerprint(), "groups": [g.layer for g in env.groups], "macs": env.macs_before}
     start, best = _resume(folder, fingerprint, agent)
@@ -197,7 +210,7 @@ def _finish(env: PruningEnv, data: DataBundle, cfg: SearchConfig, folder: Path) 
         raise ValueError("the search ran no episode (episodes must be >= 1)")
     top = _top_policies(records, max(1, cfg.top_k))
     for r in top:
-        r["val_acc"] = evaluate(env.pruner.apply(r["channels"]), data.val_x, data.val_y)
+        r["val_acc"] = evaluate(env.apply(r["channels"])[0], data.val_x, data.val_y)
     groups = [g.layer for g in env.groups]
     uniform = env.pruner.uniform_ratio(cfg.target_macs)
     best = top[0]
@@ -221,13 +234,15 @@ def _finish(env: PruningEnv, data: DataBundle, cfg: SearchConfig, folder: Path) 
 def score_random_policies(model: nn.Module, data: DataBundle, target_macs: float, n: int = 10,
                           policies: Sequence[Sequence[float]] | None = None, seed: int = 0,
                           importance: str = "l1", lbound: float = 0.2, round_to: int = 1,
-                          rewards: RewardConfig | None = None, keep_models: bool = False) -> list[dict[str, Any]]:
+                          rewards: RewardConfig | None = None, keep_models: bool = False,
+                          reconstruct: ReconstructConfig | None = None) -> list[dict[str, Any]]:
     """For ``n`` random policies (or the given proposed ratios), each made to meet
     ``target_macs`` by the action wall: the entropy reward and the accuracy reward
-    of the pruned, not fine-tuned model. With ``keep_models`` each row also holds
-    the pruned ``model`` (for a fine-tune and a rank correlation)."""
+    of the pruned (with ``reconstruct``: and reconstructed), not fine-tuned model.
+    With ``keep_models`` each row also holds the pruned ``model`` (for a fine-tune
+    and a rank correlation)."""
     cfg = SearchConfig(target_macs=target_macs, importance=importance, lbound=lbound, round_to=round_to,
-                       rewards=rewards or RewardConfig())
+                       rewards=rewards or RewardConfig(), reconstruct=reconstruct)
     env = make_env(model, data, cfg, with_reward=False)
     entropy_reward = make_reward("entropy", model, data, cfg.rewards)
     accuracy_reward = make_reward("accuracy", model, data, cfg.rewards)

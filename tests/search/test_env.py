@@ -104,3 +104,40 @@ def test_apply_policy_keeps_the_highest_scored_channels():
 def test_unreachable_target_is_a_clear_error():
     with pytest.raises(PruningError, match="lbound"):
         make_env("lenet5", target_macs=0.01)
+
+
+def test_spread_wall_caps_each_group_at_its_share_and_meets_the_target():
+    env = make_env("vgg_small", target_macs=0.2, wall="spread")
+    greedy = make_env("vgg_small", target_macs=0.2, wall="both")
+    info = env.play([1.0] * env.n_steps)                 # every group asks to keep everything
+    both = greedy.play([1.0] * greedy.n_steps)
+    assert abs(info["macs_fraction"] / 0.2 - 1) < 0.02 and abs(both["macs_fraction"] / 0.2 - 1) < 0.02
+    # "both" lets the first groups keep everything and forces the last ones to the lower bound;
+    # "spread" gives each group at most its share, so the policy is nearly uniform
+    assert both["policy"][0] == 1.0 and both["policy"][-1] == pytest.approx(env.min_keep[-1])
+    assert max(info["policy"]) - min(info["policy"]) < 0.1
+    # budget a group leaves unused goes to the groups after it
+    low_first = env.play([0.2] + [1.0] * (env.n_steps - 1))
+    assert low_first["policy"][0] == pytest.approx(env.min_keep[0])
+    assert low_first["policy"][-1] > info["policy"][-1]
+
+
+def test_reward_is_computed_on_the_reconstructed_model(fmnist):
+    from entroprune.reconstruct import ReconstructConfig, Reconstructor
+    from entroprune.training import evaluate
+
+    model = entroprune.load(entroprune.pretrained_path("vgg_small"))
+    x, y = fmnist.val_x[:500], fmnist.val_y[:500]
+
+    def accuracy(pruned, macs):
+        return evaluate(pruned, x, y)
+
+    cfg = EnvConfig(target_macs=0.2)
+    raw = PruningEnv(model, SHAPE, accuracy, cfg)
+    rec = PruningEnv(model, SHAPE, accuracy, cfg, pruner=raw.pruner,
+                     reconstructor=Reconstructor(model, fmnist.calibration(256, 0), ReconstructConfig(positions=4096)))
+    uniform = [raw.pruner.uniform_ratio(0.2)] * raw.n_steps
+    a, b = raw.play(uniform), rec.play(uniform)
+    assert a["channels"] == b["channels"]                # the same policy ...
+    assert a["reward"] < 20 and b["reward"] > 80          # ... scored at chance raw, usable reconstructed
+    assert b["reconstruct_seconds"] > 0 and a["reconstruct_seconds"] == 0
