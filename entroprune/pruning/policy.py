@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..measure import layer_costs
-from .importance import get_criterion
+from .importance import Criterion, get_criterion
 from .structural import PruningError, _channel_groups, _groups, apply_plan, check_supported, output_layers
 
 LAYER_TYPES = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}  # AMC's layer-type feature
@@ -53,6 +53,7 @@ class GroupInfo:
     out_layers: list[str] = field(default_factory=list)   # conv/linear whose outputs shrink
     in_layers: list[str] = field(default_factory=list)    # conv/linear whose inputs shrink
     once_layers: list[str] = field(default_factory=list)  # depthwise: cost shrinks once
+    in_shares: dict[str, float] = field(default_factory=dict)  # in_layer -> fraction of its inputs in the group
 
 
 def _kind(m: nn.Module) -> str:
@@ -72,13 +73,18 @@ def _describe(name: str, m: nn.Module) -> dict[str, Any]:
 class PolicyPruner:
     """Prunable groups, channel scores and the MACs model of ``model`` (copied)."""
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], importance: str = "l1",
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], importance: str | Criterion = "l1",
                  calib: tuple[torch.Tensor, torch.Tensor] | None = None,
                  ignored_layers: Sequence[str] = ()):
         self.base = copy.deepcopy(model).eval()
         self.input_shape = tuple(input_shape)
         self.example = torch.zeros(1, *self.input_shape)                  # (1, C, H, W)
         names = {m: n for n, m in self.base.named_modules()}
+        for n in ignored_layers:
+            try:
+                self.base.get_submodule(n)
+            except AttributeError:
+                raise PruningError(f"ignored layer {n!r} is not a module of the model") from None
         self.ignored_names = list(ignored_layers) + [names[m] for m in output_layers(self.base, self.example)]
         check_supported(self.base, self.ignored_names)
         _, tp_groups = _groups(self.base, self.example, [self.base.get_submodule(n) for n in self.ignored_names])
@@ -88,10 +94,12 @@ class PolicyPruner:
         self.total_macs = sum(self.layer_macs.values())
         self.groups: list[GroupInfo] = []
         kept_tp = []
+        self.unprunable: list[str] = []       # groups left whole: partial inputs of a grouped conv, or no score
         for key, g in tp_groups.items():
             blocks = _channel_groups(g)
             if blocks is None:
-                continue  # part of a grouped convolution's inputs: cannot be pruned alone
+                self.unprunable.append(key[0])  # part of a grouped convolution's inputs: cannot be pruned alone
+                continue
             info = self._group_info(key, g, blocks, names, order)
             if info is not None:
                 self.groups.append(info)
@@ -100,15 +108,23 @@ class PolicyPruner:
             raise PruningError("the model has no prunable channel group (no Conv2d/Linear with prunable outputs)")
         position = {id(g): order[g.layer] for g in self.groups}
         pairs = sorted(zip(self.groups, kept_tp), key=lambda p: position[id(p[0])])
-        self.groups = [p[0] for p in pairs]
-        self.scores = self._scores(importance, [p[1] for p in pairs], calib)
+        self.criterion = importance if isinstance(importance, Criterion) else get_criterion(importance)
+        scores = self._scores(self.criterion, [p[0] for p in pairs], [p[1] for p in pairs], calib)
+        self.unprunable += [p[0].layer for p, sc in zip(pairs, scores) if sc is None]
+        self.groups = [p[0] for p, sc in zip(pairs, scores) if sc is not None]
+        self.scores = [sc for sc in scores if sc is not None]
+        if not self.groups:
+            raise PruningError(f"criterion {self.criterion.name!r} scored no channel group of the model")
         self._out = {n: i for i, g in enumerate(self.groups) for n in g.out_layers}
-        self._in = {n: i for i, g in enumerate(self.groups) for n in g.in_layers}
+        self._in: dict[str, list[tuple[int, float]]] = {}
+        for i, g in enumerate(self.groups):
+            for n in g.in_layers:
+                self._in.setdefault(n, []).append((i, g.in_shares.get(n, 1.0)))
         self._once = {n: i for i, g in enumerate(self.groups) for n in g.once_layers}
 
     def _group_info(self, key, group, blocks: int, names, order) -> GroupInfo | None:
-        outs, ins, once = set(), set(), set()
-        for dep, _ in group:
+        outs, ins, once = set(), {}, set()
+        for dep, idxs in group:
             m = dep.target.module
             name = names.get(m)
             if name not in self.layer_macs or not isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -117,8 +133,9 @@ class PolicyPruner:
                 once.add(name)
             elif dep.handler.__name__ == "prune_out_channels":
                 outs.add(name)
-            else:
-                ins.add(name)
+            else:   # a concatenation feeds a layer from several groups: each owns a share of its inputs
+                width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+                ins[name] = min(1.0, len(idxs) / width)
         producers = sorted(outs | once, key=order.__getitem__)
         if not producers:
             return None
@@ -127,15 +144,18 @@ class PolicyPruner:
                          **_describe(producers[0], modules[producers[0]]),
                          out_layers=sorted(outs, key=order.__getitem__),
                          in_layers=sorted(ins, key=order.__getitem__),
-                         once_layers=sorted(once, key=order.__getitem__))
+                         once_layers=sorted(once, key=order.__getitem__), in_shares=ins)
 
-    def _scores(self, importance: str, tp_groups: list, calib) -> list[torch.Tensor]:
-        criterion = get_criterion(importance)
+    def _scores(self, criterion: Criterion, infos: list[GroupInfo], tp_groups: list, calib
+                ) -> list[torch.Tensor | None]:
         if criterion.needs_data and calib is None:
-            raise PruningError(f"importance {importance!r} needs calibration images")
+            raise PruningError(f"criterion {criterion.name!r} needs calibration images")
         raw = criterion.scores(self.base, tp_groups, calib)
-        out = []
-        for info, s in zip(self.groups, raw):
+        out: list[torch.Tensor | None] = []
+        for info, s in zip(infos, raw):
+            if s is None:
+                out.append(None)
+                continue
             s = s.detach().float().cpu()                                   # (blocks * channels,)
             out.append(s.view(info.blocks, -1).mean(0) if info.blocks > 1 else s)
         return out
@@ -143,11 +163,16 @@ class PolicyPruner:
     # ---- the analytic MACs model ----
     def layer_cost(self, name: str, keep: Sequence[float]) -> float:
         """MACs of layer ``name`` when group ``i`` keeps the fraction ``keep[i]``."""
-        if name in self._once:
-            return self.layer_macs[name] * keep[self._once[name]]
+        return self.layer_macs[name] * self.layer_keep(name, keep)[2]
+
+    def layer_keep(self, name: str, keep: Sequence[float]) -> tuple[float, float, float]:
+        """(kept fraction of the outputs, of the inputs, of the MACs) of layer ``name``."""
+        if name in self._once:                           # depthwise: one channel in, one out
+            k = keep[self._once[name]]
+            return k, k, k
         k_out = keep[self._out[name]] if name in self._out else 1.0
-        k_in = keep[self._in[name]] if name in self._in else 1.0
-        return self.layer_macs[name] * k_out * k_in
+        k_in = 1.0 - sum(share * (1.0 - keep[i]) for i, share in self._in.get(name, ()))
+        return k_out, k_in, k_out * k_in
 
     def macs(self, keep: Sequence[float]) -> float:
         """MACs of one image when group ``i`` keeps the fraction ``keep[i]`` of its channels."""

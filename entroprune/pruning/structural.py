@@ -1,35 +1,30 @@
-"""Structural channel pruning to a MACs target.
+"""Structural channel removal: the pieces under every pruner.
 
 Channels are physically removed with torch-pruning's dependency graph, which
 keeps coupled layers (residual additions, concatenations, depthwise and
-grouped convolutions) consistent. What torch-pruning lacks and this module
-adds:
-- a target in MACs (``"5x"`` or ``0.2`` = keep 20% of the MACs), met within
-  a tolerance (2% by default) by a bisection over the pruning ratio;
-- a per-group minimum width, so that no layer is ever emptied;
-- scores computed once on the unpruned model (so data-driven and random
-  criteria rank the same channels at every bisection step).
-
-Scopes: ``global`` ranks all channels of all groups together (scores are
-normalised per group by the criteria); ``uniform`` removes the same fraction
-from every group (then, if that fraction's steps straddle the target, a few
-more channels in score order to land within the tolerance).
+grouped convolutions) consistent. This module holds what the pruners share:
+- ``PruneConfig`` (target, scope, minimum widths, tolerance) and the target
+  parser (``"5x"`` or ``0.2`` = keep 20%);
+- the channel groups of a model (``_groups``), the refusal of layers that
+  cannot be pruned structurally (``check_supported``), the output layer;
+- ``plan_removal``: which channels a pruning ratio removes, ``global``
+  (all channels ranked together; scores are normalised per group by the
+  criteria) or ``uniform`` (the same fraction of every group), never below
+  a per-group minimum width;
+- ``apply_plan``, which removes them and keeps the channel map
+  (``channel_map``: which original channels every layer still holds).
+The search to a target cost is ``prune.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-
-from ..measure import count_macs, count_params
-from .importance import Criterion
 
 
 class PruningError(ValueError):
@@ -216,109 +211,3 @@ def apply_plan(model: nn.Module, example: torch.Tensor, plan: dict[Any, list[int
         group.prune()
     model.entroprune_kept = kept
     return model
-
-
-def _fill(base, example, scores, plan, cfg, ignored_names, input_shape, target, best, max_trials=60):
-    """Coarse models (LeNet) jump past the target when one more channel goes.
-    Starting from a plan above the target, remove further channels in score
-    order, skipping any whose removal would undershoot the tolerance band."""
-    _, best_macs, _ = best
-    chosen = {k: list(v) for k, v in plan.items()}
-    keep_min = {k: min(len(s), max(cfg.min_channels, math.ceil(cfg.min_keep * len(s))))
-                for k, s in scores.items()}
-    candidates = sorted(((float(s[i]), k, i) for k, s in scores.items() for i in range(len(s))
-                         if i not in chosen[k]), key=lambda t: t[0])
-    for _, k, i in candidates[:max_trials]:
-        if len(scores[k]) - len(chosen[k]) <= keep_min[k]:
-            continue
-        chosen[k].append(i)
-        pruned = apply_plan(copy.deepcopy(base), example, chosen, ignored_names)
-        macs = count_macs(pruned, input_shape)
-        if macs < target * (1 - cfg.tolerance):
-            chosen[k].pop()
-            continue
-        if abs(macs - target) < abs(best_macs - target):
-            best, best_macs = (pruned, macs, {kk: list(v) for kk, v in chosen.items()}), macs
-        if abs(macs - target) <= cfg.tolerance * target:
-            break
-    return best
-
-
-def prune_to_macs(model: nn.Module, criterion: Criterion, input_shape: tuple[int, ...],
-                  cfg: PruneConfig, calib: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """A pruned copy of ``model`` whose MACs are ``cfg.target_macs`` of the
-    original (within ``cfg.tolerance``), and a report of what was done."""
-    t0 = time.time()
-    example = torch.zeros(1, *input_shape)
-    base = copy.deepcopy(model).eval()
-    names = {m: n for n, m in base.named_modules()}
-    ignored_names = list(cfg.ignored_layers) + [names[m] for m in output_layers(base, example)]
-    for n in cfg.ignored_layers:
-        try:
-            base.get_submodule(n)
-        except AttributeError:
-            raise PruningError(f"ignored layer {n!r} is not a module of the model") from None
-    check_supported(base, ignored_names)
-    _, groups = _groups(base, example, [base.get_submodule(n) for n in ignored_names])
-    if not groups:
-        raise PruningError("the model has no prunable channel group (no Conv2d/Linear with "
-                           "prunable outputs)")
-    if criterion.needs_data and calib is None:
-        raise PruningError(f"criterion {criterion.name!r} needs calibration data")
-    keys = list(groups)
-    raw = criterion.scores(base, [groups[k] for k in keys], calib)
-    scores, skipped = {}, []
-    for k, s in zip(keys, raw):
-        cg = _channel_groups(groups[k])
-        if s is None or cg is None:
-            skipped.append(k[0])
-            continue
-        s = s.detach().float().cpu()
-        scores[k] = s.view(cg, -1).mean(0) if cg > 1 else s
-    macs0 = count_macs(base, input_shape)
-    target = cfg.target_macs * macs0
-
-    def trial(ratio: float) -> tuple[nn.Module, int, dict]:
-        plan = plan_removal(scores, ratio, cfg)
-        pruned = apply_plan(copy.deepcopy(base), example, plan, ignored_names)
-        return pruned, count_macs(pruned, input_shape), plan
-
-    best = (abs(macs0 - target), base, macs0, {}, 0.0)
-    lo, hi = 0.0, 1.0
-    for _ in range(20):  # bisection on the ratio; MACs decrease with it
-        mid = (lo + hi) / 2
-        pruned, macs, plan = trial(mid)
-        if abs(macs - target) < best[0]:
-            best = (abs(macs - target), pruned, macs, plan, mid)
-        if best[0] <= cfg.tolerance * target:
-            break
-        lo, hi = (mid, hi) if macs > target else (lo, mid)
-    _, pruned, macs, plan, ratio = best
-    if abs(macs - target) > cfg.tolerance * target:
-        # the bisection's last step moved a channel in every group (uniform) or
-        # one coarse channel (LeNet): finish channel by channel in score order
-        pruned, macs, plan = _fill(base, example, scores, plan_removal(scores, lo, cfg), cfg,
-                                   ignored_names, input_shape, target, (pruned, macs, plan))
-    if abs(macs - target) > cfg.tolerance * target:
-        floor = trial(1.0)[1]
-        why = (f"the smallest model allowed by min_keep={cfg.min_keep} has {floor / macs0:.3f} of the MACs"
-               if floor > target * (1 + cfg.tolerance) else
-               "removing one more channel jumps past the tolerance band "
-               f"(closest reachable: {macs / macs0:.3f} of the MACs); use a looser tolerance "
-               "(--tolerance, PruneConfig.tolerance) or another target")
-        raise PruningError(f"cannot reach {cfg.target_macs:.3f} of the MACs within "
-                           f"{100 * cfg.tolerance:.0f}%: {why}")
-    report = {
-        "op": "prune", "criterion": criterion.name, "scope": cfg.scope,
-        "target_macs": cfg.target_macs, "ratio": ratio,
-        "macs_before": macs0, "macs_after": macs, "macs_ratio": macs0 / macs,
-        "params_before": count_params(base), "params_after": count_params(pruned),
-        "removed": {f"{k[0]}": len(v) for k, v in plan.items() if v},
-        "unprunable_groups": skipped,  # partial inputs of a grouped convolution, or no score
-        "seconds": time.time() - t0,
-    }
-    pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
-    if hasattr(model, "entroprune_arch"):
-        pruned.entroprune_arch = model.entroprune_arch
-    return pruned, report
