@@ -14,14 +14,14 @@ summarised apart. Each table starts empty (a temporary cache) unless
 ``--cache-dir`` is given, and the seconds to build the entries of resnet20,
 vgg_small and mobilenetv2 from scratch are recorded.
 
-At one thread the table's clock is the CPU time of the calling thread, and
-the table reports times at the quietest speed it has seen (a reference layer
-is timed alongside every measurement, ``latency_table.py``). Each row gives
-the prediction against the measured time brought to that same speed
-(``measured_ms``, ``error``: the like-for-like comparison), against the raw
-CPU time (``measured_raw_ms``, ``error_raw``) and against wall time
-(``measured_wall_ms``, ``error_wall``); the three agree on a quiet machine. The
-load average is sampled during the run and ``machine_busy`` says whether
+At one thread the table's clock is the CPU time of the calling thread. Each
+row gives the prediction (``predicted_ms``) against the measured CPU time
+(``measured_ms``, ``error``) and wall time (``measured_wall_ms``,
+``error_wall``), and the same with the table's optional speed normalisation
+(``normalize=True``: a reference layer timed alongside every measurement,
+times brought to the quietest speed seen; ``predicted_normalized_ms`` against
+``measured_quiet_ms``, ``error_normalized``); all agree on a quiet machine.
+The load average is sampled during the run and ``machine_busy`` says whether
 other jobs were running.
 
     python benchmarks/latency_table_error.py                # writes results/latency_table_error.json
@@ -71,9 +71,14 @@ class LoadLog:
         self.samples.append(os.getloadavg()[0])
 
 
+def _zoo(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)        # the same untrained weights, hence the same L1-pruned widths, on every run
+    return entroprune.create(name)
+
+
 def eval_models(log: LoadLog) -> list[dict]:
     """Rows to validate on: every zoo model and shipped checkpoint, unpruned and L1-pruned 2x / 5x."""
-    sources = [("zoo", n, entroprune.create(n)) for n in entroprune.list_models()]
+    sources = [("zoo", n, _zoo(n)) for n in entroprune.list_models()]
     sources += [("pretrained", n, entroprune.load(pretrained_path(n))) for n in PRETRAINED]
     out = []
     for source, name, base in sources:
@@ -135,25 +140,29 @@ def run(batches: list[int], threads: int, cache_dir: str | None) -> dict:
                                   rounds=table.rounds, clock="wall")
             log.note()
             batch_rows = []
-            for e, p, (m, ref), (w, _) in zip(evals, predicted, measured, wall):
-                q = table.quiet_ms(m, ref)
+            # the same measurements, normalised: no new timing (entries and calibration are in the file)
+            norm = LatencyTable(threads, batch, cache_dir=folder, normalize=True, progress=False)
+            info["fit_normalized"] = norm.calibrate(calib, SHAPE).to_dict()
+            predicted_norm = [norm.predict(n, SHAPE) for n in nets]
+            for e, p, pn, (m, ref), (w, _) in zip(evals, predicted, predicted_norm, measured, wall):
+                q = norm.quiet_ms(m, ref)
                 batch_rows.append({
                     "model": e["model"], "source": e["source"], "pruning": e["pruning"], "batch": batch,
                     "threads": threads, "macs": count_macs(e["net"], SHAPE),
                     "in_calibration": model_signature(model_profile(e["net"], SHAPE), SHAPE) in calib_sigs,
-                    "predicted_ms": p, "measured_ms": q, "error": p / q - 1.0,
-                    "measured_raw_ms": m, "error_raw": p / m - 1.0, "reference_ms": ref,
-                    "measured_wall_ms": w, "error_wall": p / w - 1.0})
-            info["quiet_reference_ms"] = table.quiet_ref_ms
+                    "predicted_ms": p, "measured_ms": m, "error": p / m - 1.0,
+                    "measured_wall_ms": w, "error_wall": p / w - 1.0, "reference_ms": ref,
+                    "predicted_normalized_ms": pn, "measured_quiet_ms": q, "error_normalized": pn / q - 1.0})
+            info["quiet_reference_ms"] = norm.quiet_ref_ms
             refs = [e["ref_ms"] for e in table.entries.values()]
             info["reference_ms_of_entries"] = {"min": min(refs), "median": statistics.median(refs), "max": max(refs)}
             held = [r for r in batch_rows if not r["in_calibration"]]
             for part, rs in (("held_out", held), ("all_rows", batch_rows)):
-                info[part] = {"quiet_speed": summarise(rs, "error"), "cpu_raw": summarise(rs, "error_raw"),
-                              "wall_raw": summarise(rs, "error_wall")}
+                info[part] = {"cpu": summarise(rs, "error"), "wall": summarise(rs, "error_wall"),
+                              "normalized": summarise(rs, "error_normalized")}
             per_batch[str(batch)] = info
             rows += batch_rows
-            h = info["held_out"]["quiet_speed"]
+            h = info["held_out"]["cpu"]
             print(f"batch {batch}: held-out median |error| {h['median_abs_error']:.3f} max {h['max_abs_error']:.3f}; "
                   f"fit {fit.coef}", flush=True)
     finally:

@@ -12,14 +12,16 @@ really costs on this machine and predicts a whole model's latency from them:
   interleaved with it (the per-session overhead), so that an entry is the
   layer's own cost. Medians, in rounds (``table_timing.py``); several calls
   per sample for sub-0.1 ms layers.
-* ``predict(model, input_shape) = a + b * sum(entries) + c * layers + d * MB``:
-  ``a`` is the whole-model session overhead, ``b`` corrects what single-layer
-  sessions get wrong (fusions and layout reorders across layers), ``c`` is a
-  per-layer dispatch cost, ``d`` prices the megabytes written by the other
-  operations (residual adds, pooling, concatenations). ``a, b, c, d >= 0`` are
-  fitted by ``calibrate`` (least squares on relative errors) on whole-model
-  measurements, and stored with the entries. (On the zoo, ``d`` came out 0:
-  ORT fuses residual adds into the convolutions.)
+* ``predict(model, input_shape) = a + b1 * sum(NCHWc entries) + b2 *
+  sum(other entries) + c * layers + d * MB``: ``a`` is the whole-model session
+  overhead; ``b1`` and ``b2`` correct what single-layer sessions get wrong,
+  apart for layers ORT runs in its blocked NCHWc layout (recorded per entry:
+  their one-layer sessions pay layout reorders that a chain of such layers in
+  a whole model does not) and for the others; ``c`` is a per-layer dispatch
+  cost; ``d`` prices the megabytes written by the other operations (residual
+  adds, pooling, concatenations). ``a, b1, b2, c, d >= 0`` are fitted by
+  ``calibrate`` (least squares on relative errors) on whole-model
+  measurements, and stored with the entries.
 
 A table is keyed by runtime, runtime version, CPU model, threads, batch size
 and measurement method; it lives in one JSON file per key under
@@ -30,12 +32,13 @@ missing entries; a file written for another key is never read for this one.
 At one thread the clock is the CPU time of the calling thread (ORT then runs
 on it alone), so that other jobs of a busy machine do not inflate entries.
 
-Speed drift (``normalize=True``, the default): every entry and whole-model
-measurement carries the median of a fixed reference layer timed in the same
-rounds (``ref_ms``). Times are kept relative to it and reported at the
-quietest speed the table has seen (the smallest ``ref_ms``): an entry measured
-while other jobs slowed the machine by 30% does not come out 30% too slow. On
-a quiet machine the reference hardly moves and this changes nothing.
+Speed drift: every entry and whole-model measurement carries the median of a
+fixed reference layer timed in the same rounds (``ref_ms``), a record of how
+fast the machine was. With ``normalize=True`` (not the default) times are
+kept relative to it and reported at the quietest speed the table has seen (the
+smallest ``ref_ms``). On a busy machine this helped at batch 1 and hurt at
+batch 64 (the reference's slowdowns did not match the models'); on a quiet
+machine the reference hardly moves and it changes nothing.
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ __all__ = ["LatencyTable", "LatencyTableError", "LayerConfig", "OtherOp", "Overh
            "cpu_model", "default_cache_dir", "default_calibration_models", "fit_overhead", "layer_configs",
            "model_profile", "model_signature"]
 
-METHOD = "layer-minus-null/2"       # bump when entries are measured differently: old files are then not read
-FEATURES = ("const", "layers_ms", "layers", "other_mb")   # the overhead model's terms (see the docstring)
+METHOD = "layer-minus-null/3"       # bump when entries are measured differently: old files are then not read
+FEATURES = ("const", "nchwc_ms", "plain_ms", "layers", "other_mb")   # the overhead model's terms (docstring)
+MS_FEATURES = ("nchwc_ms", "plain_ms")                                # the sums of entries
 
 
 class LatencyTableError(RuntimeError):
@@ -157,7 +161,7 @@ class LatencyTable:
 
     def __init__(self, threads: int = 1, batch_size: int = 1, runtime: str = "onnxruntime",
                  cache_dir: str | Path | None = None, repeats: int = 15, rounds: int = 3,
-                 normalize: bool = True, progress: bool = True):
+                 normalize: bool = False, progress: bool = True):
         if runtime != "onnxruntime":
             raise ValueError(f"latency tables are measured in ONNX Runtime only, got runtime={runtime!r}; "
                              "time eager torch models with measure_latency(..., runtime='torch')")
@@ -177,6 +181,7 @@ class LatencyTable:
         self.entries: dict[str, dict[str, float]] = {}      # LayerConfig.key -> measure_layers' dict
         self.calibration: dict[str, dict] = {}               # model signature -> features and measured_ms
         self.fit: OverheadFit | None = None
+        self._fit_name = "fit_normalized" if normalize else "fit"       # the two modes' fits differ
         self.measured = 0                                     # entries this object measured (not cached)
         self._read()
 
@@ -199,8 +204,8 @@ class LatencyTable:
         data = self._load_file() or {}
         self.entries.update(data.get("entries", {}))
         self.calibration.update(data.get("calibration", {}))
-        if data.get("fit"):
-            f = data["fit"]
+        if data.get(self._fit_name):
+            f = data[self._fit_name]
             self.fit = OverheadFit(f["coef"], f["models"], f["median_abs_error"], f["max_abs_error"],
                                    f.get("ref_ms", 1.0))
 
@@ -209,9 +214,11 @@ class LatencyTable:
         disk = self._load_file() or {}
         entries = {**disk.get("entries", {}), **self.entries}
         calibration = {**disk.get("calibration", {}), **self.calibration}
-        fit = self.fit.to_dict() if self.fit else disk.get("fit")
-        atomic_write_json(self.path, {"key": self.key, "entries": entries, "calibration": calibration,
-                                      "fit": fit, "updated": time.time()})
+        fits = {k: disk[k] for k in ("fit", "fit_normalized") if disk.get(k)}
+        if self.fit:
+            fits[self._fit_name] = self.fit.to_dict()
+        atomic_write_json(self.path, {"key": self.key, "entries": entries, "calibration": calibration, **fits,
+                                      "updated": time.time()})
         return self.path
 
     # ------------------------------------------------------------------ entries
@@ -248,13 +255,16 @@ class LatencyTable:
         refs = [e["ref_ms"] for e in (*self.entries.values(), *self.calibration.values()) if e.get("ref_ms")]
         return min(refs) if self.normalize and refs else 1.0
 
-    def quiet_ms(self, ms: float, ref_ms: float | None) -> float:
-        """``ms`` measured while the reference took ``ref_ms``, at the quietest speed."""
-        return ms * self.quiet_ref_ms / ref_ms if self.normalize and ref_ms else ms
+    def quiet_ms(self, ms: float, ref_ms: float | None, quiet_ref_ms: float | None = None) -> float:
+        """``ms`` measured while the reference took ``ref_ms``, at the quietest
+        speed (``quiet_ref_ms``: ``self.quiet_ref_ms``, passed to save a scan)."""
+        if not (self.normalize and ref_ms):
+            return ms
+        return ms * (quiet_ref_ms or self.quiet_ref_ms) / ref_ms
 
-    def _entry_ms(self, key: str) -> float:
+    def _entry_ms(self, key: str, quiet_ref_ms: float | None = None) -> float:
         e = self.entries[key]
-        return self.quiet_ms(e["ms"], e.get("ref_ms"))
+        return self.quiet_ms(e["ms"], e.get("ref_ms"), quiet_ref_ms)
 
     def layer_ms(self, cfg: LayerConfig) -> float:
         """The layer's own milliseconds (measured now if missing)."""
@@ -274,14 +284,19 @@ class LatencyTable:
         else:
             variants = {(i, o): cfg.with_widths(i, o) for i in ins for o in outs}
         self.ensure(variants.values())
-        return {k: self._entry_ms(c.key) for k, c in variants.items()}
+        q = self.quiet_ref_ms
+        return {k: self._entry_ms(c.key, q) for k, c in variants.items()}
 
     # ------------------------------------------------------------------ models
     def features(self, model: nn.Module | ModelProfile, input_shape: tuple[int, ...]) -> dict[str, float]:
         """The overhead model's features of ``model`` (its entries measured if missing)."""
         prof = model if isinstance(model, ModelProfile) else model_profile(model, input_shape)
         self.ensure(c for _, c in prof.layers)
-        return {"const": 1.0, "layers_ms": sum(self._entry_ms(c.key) for _, c in prof.layers),
+        q = self.quiet_ref_ms
+        ms = [(self._entry_ms(c.key, q), bool(self.entries[c.key].get("nchwc"))) for _, c in prof.layers]
+        blocked = sum(t for t, nchwc in ms if nchwc)         # entries of layers ORT runs in NCHWc
+        return {"const": 1.0, "layers_ms": sum(t for t, _ in ms), "nchwc_ms": blocked,
+                "plain_ms": sum(t for t, _ in ms) - blocked,
                 "other_mb": 4e-6 * self.batch_size * prof.other_elements,       # float32 bytes written
                 "layers": float(len(prof.layers)), "others": float(len(prof.others))}
 
@@ -322,7 +337,7 @@ class LatencyTable:
         f = self.features(model, input_shape)
         # the fit's milliseconds are at the quiet speed of its time; rescale if a quieter one was seen since
         s = self.quiet_ref_ms / self.fit.ref_ms
-        return s * self.fit.predict({**f, "layers_ms": f["layers_ms"] / s})
+        return s * self.fit.predict({k: v / s if k in MS_FEATURES else v for k, v in f.items()})
 
 
 def default_calibration_models(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
@@ -332,11 +347,14 @@ def default_calibration_models(input_shape: tuple[int, ...] = (1, 28, 28), num_c
     ranking, to 1/2 and 1/5 of the MACs) and uniformly (same fraction in every
     layer, to 1/3 of the MACs). No magnitude-pruned model: those are kept for
     validation."""
+    import torch
+
     from ..models import create, list_models
     from ..pruning import PruneConfig, get_criterion, prune_to_macs
 
     out = []
     for name in names or list_models():
+        torch.manual_seed(0)                                  # the same weights on every call
         base = create(name, num_classes=num_classes, in_channels=input_shape[0])
         out.append((name, base))
         for scope, target in (("global", 0.5), ("global", 0.2), ("uniform", 0.33)):

@@ -17,14 +17,16 @@ times relative to the machine's speed at that moment (``latency_table.py``).
 from __future__ import annotations
 
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch.nn as nn
 
 from .layer_graph import LayerConfig
 from .onnx_layers import layer_model, null_model
-from .runtime import OnnxRuntime, Runner, make_session, time_models, time_samples
+from .runtime import OnnxRuntime, Runner, import_onnxruntime, make_session, session_options, time_models, time_samples
 
 SAMPLE_MS = 1.0     # a timed sample lasts at least about this long (several calls of fast layers)
 CHUNK = 24          # configurations with open sessions at once
@@ -32,16 +34,35 @@ REFERENCE = LayerConfig("conv", 16, 16, (3, 3), padding=(1, 1), in_hw=(28, 28), 
 
 
 class _StaticRunner(Runner):
-    """A one-layer model on a seeded input of its static input shape."""
+    """A one-layer model on a seeded input of its static input shape.
+    ``inspect``: also record whether ORT turned it into its blocked NCHWc
+    layout (``self.nchwc``), read from the optimised graph it writes."""
 
-    def __init__(self, model_bytes: bytes, threads: int, seed: int = 0):
-        self.session = make_session(model_bytes, threads)
+    def __init__(self, model_bytes: bytes, threads: int, seed: int = 0, inspect: bool = False):
+        self.nchwc = False
+        if inspect:
+            self.session, self.nchwc = _inspected_session(model_bytes, threads)
+        else:
+            self.session = make_session(model_bytes, threads)
         shape = self.session.get_inputs()[0].shape                    # [B, C, H, W] or [B, F]: static
         self.feed = {self.session.get_inputs()[0].name:
                      np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
 
     def __call__(self) -> None:
         self.session.run(None, self.feed)
+
+
+def _inspected_session(model_bytes: bytes, threads: int):
+    """A session of ``model_bytes`` and whether its optimised graph has NCHWc nodes."""
+    import onnx
+
+    ort = import_onnxruntime()
+    with tempfile.TemporaryDirectory(prefix="entroprune-opt-") as tmp:
+        so = session_options(threads)
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        session = ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath).graph
+    return session, any(n.domain == "com.microsoft.nchwc" for n in graph.node)
 
 
 def calls_per_sample(runner: Callable[[], object], clock: str) -> int:
@@ -78,22 +99,23 @@ def reference_runner(batch_size: int, threads: int) -> Runner:
 def measure_layers(configs: Sequence[LayerConfig], batch_size: int, threads: int, repeats: int = 15,
                    rounds: int = 3, clock: str = "wall",
                    tick: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
-    """``{config.key: {"ms", "layer_ms", "null_ms", "ref_ms"}}``: medians of
-    the one-layer model and of its null graph (``repeats`` samples each, in
-    ``rounds``), their difference ``ms`` floored at 0, and the reference
-    layer's median over the same chunk. ``tick`` is called after every
-    configuration of every round (a progress bar)."""
+    """``{config.key: {"ms", "layer_ms", "null_ms", "ref_ms", "nchwc"}}``:
+    medians of the one-layer model and of its null graph (``repeats`` samples
+    each, in ``rounds``), their difference ``ms`` floored at 0, the reference
+    layer's median over the same chunk, and whether ORT ran the layer in its
+    blocked NCHWc layout. ``tick`` is called after every configuration of
+    every round (a progress bar)."""
     out = {}
     reference = reference_runner(batch_size, threads)
     for start in range(0, len(configs), CHUNK):
         chunk = configs[start:start + CHUNK]
-        groups = [[_StaticRunner(layer_model(c, batch_size), threads),
+        groups = [[_StaticRunner(layer_model(c, batch_size), threads, inspect=True),
                    _StaticRunner(null_model(c, batch_size), threads)] for c in chunk]
         samples, ref_ms = _rounds(groups, reference, repeats, rounds, clock, tick)
-        for c, (layer, null) in zip(chunk, samples):
+        for c, g, (layer, null) in zip(chunk, groups, samples):
             layer_ms, null_ms = statistics.median(layer), statistics.median(null)
             out[c.key] = {"ms": max(0.0, layer_ms - null_ms), "layer_ms": layer_ms, "null_ms": null_ms,
-                          "ref_ms": ref_ms}
+                          "ref_ms": ref_ms, "nchwc": g[0].nchwc}
     return out
 
 

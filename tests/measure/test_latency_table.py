@@ -97,23 +97,27 @@ def test_candidate_widths():
 
 class _FakeTimer:
     """Stands in for the table's layer and model timers: a layer costs
-    ``1e-6 * MACs * batch`` ms; a whole model ``a + b * sum(layers) + c * layers``."""
+    ``1e-6 * MACs * batch`` ms and "runs in NCHWc" when its output width is a
+    multiple of 8; a whole model costs ``a + b1 * sum(NCHWc layers) + b2 *
+    sum(other layers) + c * layers``."""
 
-    def __init__(self, a=0.05, b=1.2, c=0.002):
-        self.a, self.b, self.c = a, b, c
+    def __init__(self, a=0.05, b1=0.8, b2=1.2, c=0.002):
+        self.a, self.b1, self.b2, self.c = a, b1, b2, c
         self.layers: list[str] = []
         self.models = 0
 
     def measure_layers(self, configs, batch_size, threads, repeats, rounds, clock, tick=lambda: None):
         self.layers += [c.key for c in configs]
-        return {c.key: {"ms": 1e-6 * c.macs() * batch_size, "layer_ms": 0.0, "null_ms": 0.0} for c in configs}
+        return {c.key: {"ms": 1e-6 * c.macs() * batch_size, "layer_ms": 0.0, "null_ms": 0.0,
+                        "nchwc": c.out_channels % 8 == 0} for c in configs}
 
     def measure_models(self, models, input_shape, batch_size, threads, repeats, rounds, clock):
         self.models += len(models)
         out = []
         for m in models:
             cfgs = [c for _, c in layer_configs(m, input_shape)]
-            out.append(self.a + self.b * sum(1e-6 * c.macs() * batch_size for c in cfgs) + self.c * len(cfgs))
+            ms = [(1e-6 * c.macs() * batch_size, c.out_channels % 8 == 0) for c in cfgs]
+            out.append(self.a + sum((self.b1 if blocked else self.b2) * t for t, blocked in ms) + self.c * len(cfgs))
         return [(ms, None) for ms in out]         # (ms, reference ms): no reference, no normalisation
 
 
@@ -158,11 +162,13 @@ def test_cache_dir_defaults_to_the_environment_variable(fake, tmp_path, monkeypa
 
 def test_overhead_fit_recovers_known_parameters():
     rng = np.random.default_rng(0)
-    pts = [{"const": 1.0, "layers_ms": s, "layers": n, "other_mb": mb,
-            "measured_ms": 0.03 + 0.9 * s + 0.001 * n + 0.2 * mb}
-           for s, n, mb in zip(rng.uniform(0.1, 5, 12), rng.integers(3, 60, 12), rng.uniform(0, 2, 12))]
+    pts = [{"const": 1.0, "nchwc_ms": s1, "plain_ms": s2, "layers": n, "other_mb": mb,
+            "measured_ms": 0.03 + 0.8 * s1 + 1.1 * s2 + 0.001 * n + 0.2 * mb}
+           for s1, s2, n, mb in zip(rng.uniform(0.1, 5, 12), rng.uniform(0, 3, 12), rng.integers(3, 60, 12),
+                                    rng.uniform(0, 2, 12))]
     fit = fit_overhead(pts)
-    assert fit.coef == pytest.approx({"const": 0.03, "layers_ms": 0.9, "layers": 0.001, "other_mb": 0.2}, rel=1e-6)
+    assert fit.coef == pytest.approx({"const": 0.03, "nchwc_ms": 0.8, "plain_ms": 1.1, "layers": 0.001,
+                                      "other_mb": 0.2}, rel=1e-6)
     assert fit.max_abs_error < 1e-9 and fit.models == 12
     with pytest.raises(LatencyTableError, match="at least"):
         fit_overhead(pts[:2])
@@ -171,12 +177,13 @@ def test_overhead_fit_recovers_known_parameters():
 def test_calibrate_then_predict_with_injected_timings(fake, tmp_path):
     models = [(f"m{i}", nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), *[
         m for _ in range(d) for m in (nn.Conv2d(w, w, 3, padding=1), nn.ReLU())]))
-        for i, (w, d) in enumerate([(4, 1), (8, 2), (16, 1), (12, 4), (6, 6), (20, 2)])]
+        for i, (w, d) in enumerate([(4, 1), (8, 2), (16, 1), (12, 4), (6, 6), (20, 2), (24, 3), (5, 2)])]
     table = LatencyTable(threads=1, batch_size=2, cache_dir=tmp_path, progress=False)
     with pytest.raises(LatencyTableError, match="calibrate"):
         table.predict(models[0][1], (1, 10, 10))
     fit = table.calibrate(models, (1, 10, 10))
-    assert fit.coef["const"] == pytest.approx(fake.a) and fit.coef["layers_ms"] == pytest.approx(fake.b)
+    assert fit.coef["const"] == pytest.approx(fake.a)
+    assert (fit.coef["nchwc_ms"], fit.coef["plain_ms"]) == (pytest.approx(fake.b1), pytest.approx(fake.b2))
     assert fit.coef["layers"] == pytest.approx(fake.c) and fit.max_abs_error < 1e-9
     unseen = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(10, 5, 3, padding=1))
     want = fake.measure_models([unseen], (1, 10, 10), 2, 1, 1, 1, "cpu")[0][0]
@@ -202,7 +209,8 @@ def test_widths_ms_measures_the_candidate_widths(fake, tmp_path):
 def test_a_real_entry_is_the_layer_minus_its_null_graph():
     cfg = LayerConfig("conv", 4, 8, (3, 3), padding=(1, 1), in_hw=(8, 8), bias=True, act=True)
     (entry,) = measure_layers([cfg], batch_size=1, threads=1, repeats=3, rounds=1, clock="cpu").values()
-    assert set(entry) == {"ms", "layer_ms", "null_ms", "ref_ms"} and entry["ref_ms"] > 0
+    assert set(entry) == {"ms", "layer_ms", "null_ms", "ref_ms", "nchwc"} and entry["ref_ms"] > 0
+    assert entry["nchwc"] in (True, False)
     assert entry["ms"] == pytest.approx(max(0.0, entry["layer_ms"] - entry["null_ms"]))
 
 
@@ -216,11 +224,11 @@ def test_entries_measured_on_a_slowed_machine_are_brought_to_the_quietest_speed(
 
     monkeypatch.setattr(lt, "measure_layers", measure)
     a, b = LayerConfig("linear", 100, 100), LayerConfig("linear", 100, 50)
-    table = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, progress=False)
+    table = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, normalize=True, progress=False)
     slow["k"] = 1.5
     assert table.layer_ms(a) == pytest.approx(1e-2 * 1.5)     # the only speed seen so far
     slow["k"] = 1.0
     assert table.layer_ms(b) == pytest.approx(5e-3)
     assert table.layer_ms(a) == pytest.approx(1e-2)           # now at the quieter speed
-    raw = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, normalize=False, progress=False)
+    raw = LatencyTable(threads=1, batch_size=1, cache_dir=tmp_path, progress=False)     # the default: raw
     assert raw.layer_ms(a) == pytest.approx(1e-2 * 1.5)
