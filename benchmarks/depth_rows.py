@@ -30,9 +30,10 @@ from entroprune.data import load_data
 from entroprune.depth.fold import fold
 from entroprune.io import atomic_write_json, atomic_write_text, load
 from entroprune.measure import latency_pairs
+from entroprune.reporting.provenance import commit_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import commit_row, remeasure_rows  # noqa: E402  (shared with benchmarks/run.py)
+from run import remeasure_rows  # noqa: E402  (shared with benchmarks/run.py)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results" / "depth", ROOT / "work" / "depth"
@@ -170,7 +171,7 @@ def main() -> None:
                                                 args.threads, args.zeta, args.max_layer_fraction))
                 table = summary()
                 if args.commit:
-                    commit_row(path.stem, [path, table])
+                    commit_files([path, table], f"benchmark row {path.stem}")
     print(summary().read_text())
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -34,7 +33,7 @@ from entroprune.models.pretrained import pretrained_path
 from entroprune.pruning import PruneConfig, get_criterion, prune_to_macs
 from entroprune.reconstruct import ReconstructConfig, reconstruct
 from entroprune.reporting import markdown_table
-from entroprune.reporting.provenance import provenance
+from entroprune.reporting.provenance import commit_files, provenance
 from entroprune.training import evaluate
 
 ROOT = Path(__file__).resolve().parent
@@ -118,9 +117,7 @@ def main() -> None:
                     atomic_write_json(path, run_row(model, criterion, scope, factor, data))
                     table = write_table()
                     if args.commit:
-                        files = [str(path), str(table)]
-                        subprocess.run(["git", "add", *files])
-                        subprocess.run(["git", "commit", "-qm", f"benchmark row {rid}", "--", *files])
+                        commit_files([path, table], f"benchmark row {rid}")
     print(write_table().read_text())
 
 

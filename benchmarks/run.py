@@ -24,21 +24,20 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from entroprune import CompressConfig, compress
 from entroprune.data import load_data
 from entroprune.io import atomic_write_json, atomic_write_text, load
 from entroprune.measure import count_macs
 from entroprune.models.pretrained import pretrained_path
-from entroprune.pipeline import JobConfig, prune_step, run_prune_job
-from entroprune.pruning import parse_macs_target
+from entroprune.pruning import PruneConfig, get_criterion, parse_macs_target, prune_to_macs
 from entroprune.reporting import latency_dict, markdown_table
+from entroprune.reporting.provenance import commit_files, provenance
 
 ROOT = Path(__file__).resolve().parent
 RESULTS, WORK = ROOT / "results", ROOT / "work"
@@ -58,21 +57,23 @@ def row_id(model: str, method: str, factor: float, seed: int, epochs: int) -> st
 
 
 def run_row(model: str, method: str, factor: float, seed: int, epochs: int) -> dict:
+    """One criterion row as these rows were measured: no reconstruction, plain
+    fine-tuning, latency in eager torch at 2 threads (``entroprune.compress``)."""
     data = load_data("fashion_mnist", seed=0)
     net = load(pretrained_path(model))
     rid = row_id(model, method, factor, seed, epochs)
-    cfg = JobConfig(method=method, target_macs=1.0 / factor, finetune_epochs=epochs, seed=seed)
-    rep = run_prune_job(net, data, cfg, WORK / rid, label=f"{model} {method} {factor:g}x")
+    cfg = CompressConfig(target=f"{factor:g}x", method=method, finetune_epochs=epochs, seed=seed, reconstruct=None,
+                         distill=False, runtime="torch", threads=2, calib_size=256, progress=False)
+    _, rep = compress(net, data, cfg, out=WORK / rid, label=f"{model} {method} {factor:g}x")
+    lat = rep["latency"]["torch"]
     return {
         "id": rid, "model": model, "method": method, "target": f"{factor:g}x", "seed": seed,
         "finetune_epochs": epochs, "macs_ratio": rep["macs_ratio"], "params_ratio": rep["params_ratio"],
-        "latency_speedup_bs1": rep["latency"]["bs1"]["speedup"],
-        "latency_speedup_bs64": rep["latency"]["bs64"]["speedup"],
+        "latency_speedup_bs1": lat["bs1"]["speedup"], "latency_speedup_bs64": lat["bs64"]["speedup"],
         "acc_before": rep["before"]["test_acc"], "acc_pruned": rep["after_prune"]["test_acc"],
-        "acc_finetuned": rep["after_finetune"]["test_acc"] if rep["after_finetune"] else None,
-        "val_finetuned": rep["after_finetune"]["val_acc"] if rep["after_finetune"] else None,
-        "method_seconds": rep["method_seconds"], "torch_threads": torch.get_num_threads(),
-        "latency": rep["latency"],
+        "acc_finetuned": rep["after_finetune"]["test_acc"], "val_finetuned": rep["after_finetune"]["val_acc"],
+        "method_seconds": rep["seconds"]["remove"], "torch_threads": torch.get_num_threads(),
+        "latency": lat, "config": rep["config"], "provenance": provenance(),
     }
 
 
@@ -105,8 +106,11 @@ def rebuild_pruned(row: dict, base: torch.nn.Module, data) -> torch.nn.Module | 
     model_file = WORK / row["id"] / "model.safetensors"
     if model_file.exists():
         return load(model_file)
-    cfg = JobConfig(method=row["method"], target_macs=parse_macs_target(row["target"]), seed=row["seed"])
-    pruned, _, _ = prune_step(base, data, cfg)
+    calib = data.calibration(256, 0)
+    criterion = get_criterion(row["method"], **({"seed": row["seed"]} if row["method"] == "random" else {}))
+    pruned, _ = prune_to_macs(base, criterion, tuple(data.train_x.shape[1:]),
+                              PruneConfig(target_macs=parse_macs_target(row["target"])),
+                              calib=(calib, torch.zeros(len(calib), dtype=torch.long)))
     shape = tuple(data.train_x.shape[1:])
     ratio = count_macs(base, shape) / count_macs(pruned, shape)
     if abs(ratio - row["macs_ratio"]) > 1e-6 * row["macs_ratio"]:
@@ -155,19 +159,6 @@ def remeasure_latency(repeats: int = 50, only: list[str] | None = None) -> None:
     remeasure_rows(RESULTS, only, measure)
 
 
-def commit_row(rid: str, paths: list[Path]) -> None:
-    """Commit only these files (never what else is staged); a failed commit warns, the run goes on."""
-    files = [str(p) for p in paths]
-    for _ in range(5):
-        add = subprocess.run(["git", "add", *files])
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-qm", f"benchmark row {rid}", "--", *files]).returncode == 0
-        if done:
-            return
-        time.sleep(3)  # another git process held the index lock
-    print(f"warning: could not commit {rid}; its JSON is on disk and will be committed later", flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES))
@@ -195,7 +186,7 @@ def main() -> None:
             atomic_write_json(path, run_row(model, method, factor, seed, args.epochs))
             write_table()
             if args.commit:
-                commit_row(rid, [path, RESULTS / "RESULTS.md"])
+                commit_files([path, RESULTS / "RESULTS.md"], f"benchmark row {rid}")
     print(write_table().read_text())
 
 

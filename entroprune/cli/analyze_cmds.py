@@ -58,5 +58,4 @@ def export_cmd(
         path = export_model(net, out, fmt, torch.zeros(1, *shape))
     except (ExportError, ValueError) as e:
         fail(str(e))
-        raise
     typer.echo(json.dumps({"out": str(path), "format": fmt}))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn as nn
@@ -14,10 +18,29 @@ from ..models import create, list_models
 from ..models.pretrained import pretrained_path
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a clear error (no traceback) and exit with status 2."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def check_output(path: Path, folder: bool) -> None:
+    """Refuse, before any compute, an output that cannot be written: a folder
+    where a file is wanted (or the reverse), a parent that is a file, or a
+    place that is not writable."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        fail(f"output folder {path} is a file; choose a folder")
+    if not folder and path.is_dir():
+        fail(f"output {path} is a folder; give a file name such as {path / 'model.safetensors'}")
+    parent = path if folder else path.parent
+    probe = parent
+    while not probe.exists():               # the nearest existing ancestor must be a writable folder
+        probe = probe.parent
+    if not probe.is_dir():
+        fail(f"cannot write {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"cannot write {path}: {probe} is not writable")
 
 
 def set_threads(threads: int | None) -> None:
@@ -30,7 +53,6 @@ def get_data(dataset: str, data_dir: str | None, seed: int = 0, limit_train: int
         return load_data(dataset, data_dir=data_dir, seed=seed, limit_train=limit_train)
     except (DatasetNotFoundError, ValueError) as e:
         fail(str(e))
-        raise  # unreachable, for type checkers
 
 
 def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
@@ -39,7 +61,6 @@ def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         fail(f"--input-shape must be C,H,W such as 1,28,28, got {text!r}")
-        raise
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *shape))
@@ -66,14 +87,53 @@ def check_fits_data(model: nn.Module, data: DataBundle, spec: str) -> nn.Module:
     return model
 
 
-def get_model(spec: str, data: DataBundle | None = None) -> nn.Module:
+def factory_model(factory: str, kwargs_text: str | None, weights: str | None) -> nn.Module:
+    """The user's own model: ``package.module:function`` called with the JSON
+    ``kwargs_text``, then (unless ``weights`` is "new") its state dict loaded from
+    ``weights`` (a .pt/.pth state dict, or an entroprune model file)."""
+    try:
+        kwargs = json.loads(kwargs_text) if kwargs_text else {}
+    except json.JSONDecodeError as e:
+        fail(f"--factory-kwargs is not JSON ({e.msg}); write it like '{{\"num_classes\": 10}}'")
+    if not isinstance(kwargs, dict):
+        fail("--factory-kwargs must be a JSON object of keyword arguments")
+    module_name, _, fn_name = factory.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        fail(f"cannot import --factory {factory!r} ({e}); write package.module:function, importable from here")
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        fail(f"--factory {factory} does not take these arguments: {e}")
+    if not isinstance(model, nn.Module):
+        fail(f"--factory {factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    model.entroprune_arch = {"factory": factory, "kwargs": kwargs}
+    if weights and weights != "new":
+        try:
+            state = load(weights).state_dict() if weights.endswith(".safetensors") else \
+                torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (ModelFileError, OSError, RuntimeError, KeyError, ValueError) as e:
+            fail(f"cannot load the weights {weights} into {factory}: {str(e).splitlines()[0]}")
+    return model.eval()
+
+
+def get_model(spec: str, data: DataBundle | None = None, factory: str | None = None,
+              factory_kwargs: str | None = None) -> nn.Module:
     """``spec`` is a model file path, ``pretrained:NAME`` (a shipped
-    checkpoint) or a zoo name (a new, untrained model). With ``data``, the
+    checkpoint) or a zoo name (a new, untrained model); with ``factory``, the
+    weights file (or "new") of the user's own constructor. With ``data``, the
     model must fit it (input channels and classes)."""
+    if factory is not None:
+        model = factory_model(factory, factory_kwargs, spec)
+        return check_fits_data(model, data, factory) if data is not None else model
     try:
         model = None
         if spec.startswith("pretrained:"):
             model = load(pretrained_path(spec.split(":", 1)[1]))
+        elif Path(spec).is_dir():
+            fail(f"{spec} is a folder, not a model file")
         elif Path(spec).suffix == ".safetensors" or Path(spec).exists():
             model = load(spec)
         if model is not None:
@@ -82,9 +142,10 @@ def get_model(spec: str, data: DataBundle | None = None) -> nn.Module:
             kwargs = {}
             if data is not None:
                 kwargs = dict(num_classes=data.num_classes, in_channels=data.in_channels)
+            typer.secho(f"warning: {spec} is a new, untrained model (use pretrained:{spec} for a shipped "
+                        "checkpoint, if there is one)", fg=typer.colors.YELLOW, err=True)
             return create(spec, **kwargs)
     except (ModelFileError, KeyError, FileNotFoundError) as e:
         fail(str(e))
     fail(f"{spec!r} is neither a model file nor a zoo model ({', '.join(list_models())}) "
          "nor pretrained:NAME")
-    raise AssertionError

@@ -39,14 +39,12 @@ def quantize_cmd(
                              float_first_conv=float_first_conv, threads=threads)
     except ValueError as e:
         fail(str(e))
-        raise
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
     try:
         rep = quantize(net, data.calibration(calib_size, seed=seed), out, val=(data.val_x, data.val_y), config=cfg)
     except (QuantizeError, ValueError) as e:
         fail(str(e))
-        raise
     typer.echo(f"validation accuracy ({rep['val_images']:,} images): fp32 {rep['fp32_accuracy']:.2f}%  "
                f"int8 {rep['int8_accuracy']:.2f}%  ({rep['accuracy_delta']:+.2f} points)")
     typer.echo(f"file size: fp32 {rep['fp32_bytes']:,} B  int8 {rep['int8_bytes']:,} B  "

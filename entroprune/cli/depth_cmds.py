@@ -66,7 +66,6 @@ def depth_cmd(
             result = nepenthe(net, data, cfg, out)
     except ValueError as e:
         fail(str(e))
-        raise
     if random_baseline and method == "easier" and result.best_step > 0:
         counts = [len(r["removed"]) for r in result.rows[1:result.best_step + 1]]
         rnd = random_removal(get_model(model, data), data, counts, cfg, out / "random", seed=seed)

@@ -49,7 +49,6 @@ def fold_cmd(
             shape = tuple(int(v) for v in input_shape.split(","))
         except ValueError:
             fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
-            raise
         x = torch.randn(examples, *shape, generator=torch.Generator().manual_seed(seed))
     cfg = FoldConfig(merge_chains=not bn_only, merge_skips=skips and not bn_only, fold_dead=dead and not bn_only,
                      force=force)
@@ -57,7 +56,6 @@ def fold_cmd(
         folded, rep = fold(net, x, cfg)
     except (FoldError, RuntimeError) as e:
         fail(f"cannot fold {model}: {e}")
-        raise
     info = {"folded_from": model}
     if data is not None:
         info["test_acc_before"] = evaluate(net, data.test_x, data.test_y)

@@ -7,11 +7,11 @@ import typer
 
 from ..models import list_models
 from .analyze_cmds import analyze_cmd, export_cmd
+from .compress_cmds import compress_cmd, demo_cmd, prune_cmd, search_cmd
 from .deploy_cmds import quantize_cmd
 from .depth_cmds import depth_cmd
 from .fold_cmds import fold_cmd
-from .prune_cmds import finetune_cmd, info_cmd, prune_cmd
-from .search_cmds import compress_cmd, demo_cmd, search_cmd
+from .model_cmds import finetune_cmd, info_cmd
 from .sparsify_cmds import sparsify_cmd
 from .train_cmds import eval_cmd, train_cmd
 

@@ -26,7 +26,6 @@ def _values(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         fail(f"--sweep must be a comma-separated list of numbers such as 0.01,0.003,0.001, got {text!r}")
-        raise
     if not values:
         fail("--sweep is empty")
     return values
@@ -37,7 +36,6 @@ def _run(net: nn.Module, data: DataBundle, cfg: SparsifyConfig, calib_images: in
         return sparsify(net, data.calibration(calib_images, seed=seed), cfg)
     except SparsifyError as e:
         fail(str(e))
-        raise
 
 
 def _plot(rows: list[dict[str, Any]], base_acc: float, over: str, path: Path, title: str) -> Path:

@@ -28,11 +28,20 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs) -> nn.Module:
-    """Build the registered model ``name``.
+def create(name: str, num_classes: int = 10, in_channels: int = 1, pretrained: bool = False,
+           **kwargs) -> nn.Module:
+    """Build the registered model ``name`` (``pretrained=True``: its shipped
+    Fashion-MNIST checkpoint, in eval mode).
 
     >>> create("resnet20", num_classes=10, in_channels=3)
     """
+    if pretrained:
+        from ..io import load
+        from .pretrained import pretrained_path
+        if num_classes != 10 or in_channels != 1 or kwargs:
+            raise ValueError(f"the shipped {name} checkpoint has 10 classes and 1 input channel; build a new "
+                             "model (pretrained=False) for other shapes")
+        return load(pretrained_path(name))
     if name not in _REGISTRY:
         raise KeyError(
             f"unknown model {name!r}; registered models: {', '.join(list_models())}"

@@ -37,3 +37,18 @@ def provenance(argv: list[str] | None = None, cwd: str | Path | None = None) -> 
         "host": platform.node(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def commit_files(paths: list[str | Path], message: str, attempts: int = 5) -> bool:
+    """``git add`` and commit only these files (never what else is staged), for
+    benchmark rows committed as they finish; retries while another git process
+    holds the index lock. False (and a warning) if it could not."""
+    files = [str(p) for p in paths]
+    for _ in range(attempts):
+        add = subprocess.run(["git", "add", *files], capture_output=True)
+        if add.returncode == 0 and subprocess.run(["git", "commit", "-qm", message, "--", *files],
+                                                  capture_output=True).returncode == 0:
+            return True
+        time.sleep(3)
+    print(f"warning: could not commit {message!r}; the files are on disk and can be committed later", flush=True)
+    return False

@@ -71,9 +71,9 @@ def test_prune_options_and_their_errors(tmp_path):
     assert res.exit_code == 0, res.output
     assert abs(json.loads(res.output.strip().splitlines()[-1])["macs_ratio"] - 2.0) <= 0.04
     res = runner.invoke(app, ["prune", "pretrained:resnet20", "--scope", "layerwise"])
-    assert res.exit_code == 2 and "--scope must be" in res.output
+    assert res.exit_code == 2 and "scope='layerwise' must be global or uniform" in res.output
     res = runner.invoke(app, ["prune", "pretrained:lenet5", "--tolerance", "0"])
-    assert res.exit_code == 2 and "--tolerance" in res.output
+    assert res.exit_code == 2 and "tolerance=0.0 must be in (0, 0.5)" in res.output
     # a tight tolerance LeNet-5's coarse channels cannot meet: the message says what to loosen
     res = runner.invoke(app, ["prune", "pretrained:lenet5", "--target-macs", "0.37", "--tolerance", "0.0001"])
     assert res.exit_code == 2 and "looser tolerance" in res.output
