@@ -68,7 +68,10 @@ __all__ = ["LatencyTable", "LatencyTableError", "LayerConfig", "OtherOp", "Overh
 
 METHOD = "layer-minus-null/3"       # bump when entries are measured differently: old files are then not read
 FEATURES = ("const", "nchwc_ms", "plain_ms", "layers", "other_mb")   # the overhead model's terms (docstring)
-MS_FEATURES = ("nchwc_ms", "plain_ms")                                # the sums of entries
+MS_FEATURES = ("nchwc_ms", "plain_ms", "layers_ms")                   # the sums of entries
+# the older model with one slope for every entry; kept beside the main fit for callers that sum the
+# entries themselves without telling NCHWc ones apart (less accurate at batch 64)
+TOTAL_FEATURES = ("const", "layers_ms", "layers", "other_mb")
 
 
 class LatencyTableError(RuntimeError):
@@ -110,20 +113,27 @@ def candidate_widths(n: int) -> list[int]:
 
 @dataclass
 class OverheadFit:
-    """``whole_ms = sum(coef[f] * feature[f])`` over the fitted features."""
+    """``whole_ms = sum(coef[f] * feature[f])`` over the fitted features
+    (``FEATURES``); ``coef_total``, if fitted, is the same over
+    ``TOTAL_FEATURES``, used when the features lack the NCHWc split."""
 
     coef: dict[str, float]
     models: int                      # calibration models it was fitted on
     median_abs_error: float          # relative, on those models
     max_abs_error: float
     ref_ms: float = 1.0              # the table's quiet reference time when fitted (see LatencyTable)
+    coef_total: dict[str, float] | None = None
 
     def predict(self, features: dict[str, float]) -> float:
-        return sum(c * features[f] for f, c in self.coef.items())
+        for coef in (self.coef, self.coef_total or {}):
+            if coef and all(f in features for f in coef):
+                return sum(c * features[f] for f, c in coef.items())
+        raise KeyError(f"overhead features {sorted(self.coef)} (or {sorted(self.coef_total or [])}) needed, "
+                       f"got {sorted(features)}: use LatencyTable.features(model, input_shape)")
 
     def to_dict(self) -> dict:
         return {"coef": self.coef, "models": self.models, "median_abs_error": self.median_abs_error,
-                "max_abs_error": self.max_abs_error, "ref_ms": self.ref_ms}
+                "max_abs_error": self.max_abs_error, "ref_ms": self.ref_ms, "coef_total": self.coef_total}
 
 
 def fit_overhead(points: Sequence[dict[str, float]], features: Sequence[str] = FEATURES) -> OverheadFit:
@@ -207,7 +217,12 @@ class LatencyTable:
         if data.get(self._fit_name):
             f = data[self._fit_name]
             self.fit = OverheadFit(f["coef"], f["models"], f["median_abs_error"], f["max_abs_error"],
-                                   f.get("ref_ms", 1.0))
+                                   f.get("ref_ms", 1.0), f.get("coef_total"))
+            points = [p for p in self.calibration.values() if all(k in p for k in TOTAL_FEATURES)]
+            if self.fit.coef_total is None and len(points) >= len(TOTAL_FEATURES):   # a file from before it
+                self.fit.coef_total = fit_overhead(
+                    [{**p, "measured_ms": self.quiet_ms(p["measured_ms"], p.get("ref_ms"))} for p in points],
+                    TOTAL_FEATURES).coef
 
     def save(self) -> Path:
         """Write the table, merged with entries another process added meanwhile."""
@@ -325,6 +340,7 @@ class LatencyTable:
             points.append({**point, "measured_ms": self.quiet_ms(point["measured_ms"], point.get("ref_ms"))})
         self.fit = fit_overhead(points)
         self.fit.ref_ms = self.quiet_ref_ms
+        self.fit.coef_total = fit_overhead(points, TOTAL_FEATURES).coef
         self.save()
         return self.fit
 

@@ -188,6 +188,12 @@ def test_calibrate_then_predict_with_injected_timings(fake, tmp_path):
     unseen = nn.Sequential(nn.Conv2d(1, 10, 3, padding=1), nn.Conv2d(10, 5, 3, padding=1))
     want = fake.measure_models([unseen], (1, 10, 10), 2, 1, 1, 1, "cpu")[0][0]
     assert table.predict(unseen, (1, 10, 10)) == pytest.approx(want)
+    # a caller summing entries without the NCHWc split gets the one-slope fit stored beside it
+    f = table.features(unseen, (1, 10, 10))
+    total_only = {k: f[k] for k in ("const", "layers_ms", "layers", "other_mb")}
+    assert fit.predict(total_only) == pytest.approx(sum(fit.coef_total[k] * f[k] for k in total_only))
+    with pytest.raises(KeyError, match="features"):
+        fit.predict({"const": 1.0})
     # the fit and the whole-model measurements are stored: a new table predicts without measuring models
     again = LatencyTable(threads=1, batch_size=2, cache_dir=tmp_path, progress=False)
     assert again.predict(unseen, (1, 10, 10)) == pytest.approx(want)
