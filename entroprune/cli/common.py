@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import NoReturn
@@ -14,13 +15,15 @@ import typer
 
 from ..data import DataBundle, DatasetNotFoundError, load_data
 from ..io import ModelFileError, load
+from ..io.finite import NONFINITE_ADVICE, first_nonfinite
 from ..models import create, list_models
 from ..models.pretrained import pretrained_path
+from .errors import show_error
 
 
 def fail(message: str) -> NoReturn:
     """Print a clear error (no traceback) and exit with status 2."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    show_error(message)
     raise typer.Exit(2)
 
 
@@ -43,6 +46,27 @@ def check_output(path: Path, folder: bool) -> None:
         fail(f"cannot write {path}: {probe} is not writable")
 
 
+def check_number(option: str, value: float | None, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse a numeric option outside its range (NaN and infinity included),
+    naming the range: ``--zeta must be in (0, 1), got 1.5``."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
+        and (high is None or (value < high if high_open else value <= high))
+    if ok:
+        return
+    if low is not None and high is not None:
+        rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        rule = f"{'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        rule = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        rule = "a finite number"
+    fail(f"{option} must be {rule}, got {value:g}")
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -55,12 +79,21 @@ def get_data(dataset: str, data_dir: str | None, seed: int = 0, limit_train: int
         fail(str(e))
 
 
-def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
-    """``--input-shape`` ("C,H,W") parsed and checked by one forward pass."""
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``--input-shape`` "C,H,W": three positive integers."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
-        fail(f"--input-shape must be C,H,W such as 1,28,28, got {text!r}")
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        fail(f"--input-shape must be three positive numbers C,H,W (channels, height, width) such as 1,28,28, "
+             f"got {text!r}")
+    return shape
+
+
+def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
+    """``--input-shape`` ("C,H,W") parsed and checked by one forward pass."""
+    shape = parse_shape(text)
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *shape))
@@ -116,6 +149,10 @@ def factory_model(factory: str, kwargs_text: str | None, weights: str | None) ->
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except (ModelFileError, OSError, RuntimeError, KeyError, ValueError) as e:
             fail(f"cannot load the weights {weights} into {factory}: {str(e).splitlines()[0]}")
+    bad = first_nonfinite(model)
+    if bad is not None:
+        fail(f"the model of --factory {factory} (weights {weights}) has non-finite weights, first {bad}; "
+             f"{NONFINITE_ADVICE}")
     return model.eval()
 
 

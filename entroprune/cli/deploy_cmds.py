@@ -6,26 +6,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..deploy import QuantizeConfig, QuantizeError, quantize
-from .common import fail, get_data, get_model, set_threads
+from .common import check_output, fail, get_data, get_model, set_threads
+from .options import DataDir, Dataset, Threads
 
 
 def quantize_cmd(
     model: str = typer.Argument(..., help="model file, pretrained:NAME or zoo name"),
     out: Path = typer.Option(..., "--out", "-o", help="the INT8 model, an .onnx file"),
-    calib_size: int = typer.Option(256, help="calibration images drawn from the training split"),
+    calib_size: int = typer.Option(256, help="calibration images drawn from the training split (>= 1)"),
     method: str = typer.Option("minmax", help="activation ranges: minmax, entropy or percentile"),
     activations: str = typer.Option("quint8", help="activation type: quint8 (fast on x86) or qint8"),
     float_first_conv: bool = typer.Option(True, "--float-first-conv/--int8-first-conv",
                                           help="keep the convolution that reads the image in float (faster in ORT)"),
-    dataset: str = typer.Option("fashion_mnist"),
-    data_dir: Optional[str] = typer.Option(None),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
     seed: int = typer.Option(0, help="seed of the calibration sample (the validation split is fixed)"),
-    threads: Optional[int] = typer.Option(None, help="threads of the accuracy check"),
+    threads: Threads = None,
 ) -> None:
     """Quantize to INT8 (QDQ ONNX, per-channel weights); print fp32 vs INT8 validation accuracy and sizes."""
     set_threads(threads)
@@ -39,6 +39,7 @@ def quantize_cmd(
                              float_first_conv=float_first_conv, threads=threads)
     except ValueError as e:
         fail(str(e))
+    check_output(out, folder=False)
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
     try:

@@ -13,11 +13,13 @@ from typing import Optional
 import typer
 
 from ..depth.depth_report import write_report
-from ..depth.easier import EasierConfig, comparison_row, easier, random_removal
+from ..depth.easier import EasierConfig, RunFolder, comparison_row, easier, random_removal
 from ..depth.nepenthe import NepentheConfig, nepenthe
 from ..io import atomic_write_json
+from ..io.lock import RunLock
 from ..training import TrainConfig
-from .common import fail, get_data, get_model, set_threads
+from .common import check_number, check_output, fail, get_data, get_model, set_threads
+from .options import DataDir, Dataset, Epochs, Lr, Restart, Seed, Threads
 
 METHODS = ("easier", "nepenthe")
 
@@ -26,13 +28,13 @@ def depth_cmd(
     model: str = typer.Argument("pretrained:resnet20", help="model file, pretrained:NAME or zoo name"),
     method: str = typer.Option("easier", help="easier (remove rectifiers) or nepenthe (prune weights)"),
     out: Path = typer.Option(Path("runs/depth"), "--out", "-o", help="run folder (rerun to resume)"),
-    tolerance: float = typer.Option(0.5, help="stop when val accuracy falls more than this many points"),
-    max_removals: Optional[int] = typer.Option(None, help="easier: stop after this many rectifiers"),
-    max_rounds: int = typer.Option(10, help="nepenthe: at most this many rounds"),
-    epochs: int = typer.Option(1, help="fine-tuning epochs per step"),
-    lr: float = typer.Option(0.01, help="fine-tuning learning rate"),
-    train_limit: Optional[int] = typer.Option(None, help="fine-tune each step on this many training images"),
-    entropy_batches: Optional[int] = typer.Option(None, help="training batches entropies average over "
+    tolerance: float = typer.Option(0.5, help="stop when val accuracy falls more than this many points (>= 0)"),
+    max_removals: Optional[int] = typer.Option(None, min=1, help="easier: stop after this many rectifiers"),
+    max_rounds: int = typer.Option(10, min=1, help="nepenthe: at most this many rounds"),
+    epochs: Epochs = 1,
+    lr: Lr = 0.01,
+    train_limit: Optional[int] = typer.Option(None, min=1, help="fine-tune each step on this many training images"),
+    entropy_batches: Optional[int] = typer.Option(None, min=1, help="training batches entropies average over "
                                                   "(default: one epoch)"),
     zeta: float = typer.Option(0.5, help="nepenthe: fraction of remaining weights removed per round"),
     temperature: float = typer.Option(1.0, help="nepenthe: softmax temperature of the layer shares"),
@@ -40,39 +42,50 @@ def depth_cmd(
     random_baseline: bool = typer.Option(False, "--random-baseline",
                                          help="easier: also remove as many random rectifiers (comparison row)"),
     latency: bool = typer.Option(True, "--latency/--no-latency", help="measure CPU latency"),
-    dataset: str = typer.Option("fashion_mnist"),
-    data_dir: Optional[str] = typer.Option(None),
-    seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(None),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+    threads: Threads = None,
+    restart: Restart = False,
 ) -> None:
     """Remove rectifiers guided by their ON/OFF entropy, fine-tune, fold; resumable."""
     set_threads(threads)
     if method not in METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
-    if not 0 < zeta < 1 or not 0 < max_layer_fraction <= 1 or temperature <= 0:
-        fail("need 0 < zeta < 1, 0 < max-layer-fraction <= 1 and temperature > 0")
-    data = get_data(dataset, data_dir, seed=seed)
-    net = get_model(model, data)
-    ft = TrainConfig(epochs=epochs, lr=lr, seed=seed, progress=False)
-    common = dict(tolerance=tolerance, finetune=ft, train_limit=train_limit, entropy_batches=entropy_batches,
-                  latency=latency, latency_threads=threads or 2, progress=True)
+    check_number("--tolerance", tolerance, 0)
+    check_number("--zeta", zeta, 0, 1, low_open=True, high_open=True)
+    check_number("--max-layer-fraction", max_layer_fraction, 0, 1, low_open=True)
+    check_number("--temperature", temperature, 0, low_open=True)
     try:
-        if method == "easier":
-            cfg = EasierConfig(max_removals=max_removals, **common)
-            result = easier(net, data, cfg, out)
-        else:
-            cfg = NepentheConfig(zeta=zeta, temperature=temperature, max_layer_fraction=max_layer_fraction,
-                                 max_rounds=max_rounds, **common)
-            result = nepenthe(net, data, cfg, out)
+        ft = TrainConfig(epochs=epochs, lr=lr, seed=seed, progress=False)
     except ValueError as e:
         fail(str(e))
-    if random_baseline and method == "easier" and result.best_step > 0:
-        counts = [len(r["removed"]) for r in result.rows[1:result.best_step + 1]]
-        rnd = random_removal(get_model(model, data), data, counts, cfg, out / "random", seed=seed)
-        state = json.loads((out / "state.json").read_text())
-        state["comparison"] = [comparison_row(result, "easier"), comparison_row(rnd, f"random (seed {seed})")]
-        atomic_write_json(out / "state.json", state)
-        write_report(out, state, others={"random": rnd.rows})
+    check_output(out, folder=True)
+    data = get_data(dataset, data_dir, seed=seed)
+    net = get_model(model, data)
+    common = dict(tolerance=tolerance, finetune=ft, train_limit=train_limit, entropy_batches=entropy_batches,
+                  latency=latency, latency_threads=threads or 2, progress=True)
+    with RunLock(out):                         # one job per run folder
+        if restart:
+            for folder in (out, out / "random"):
+                RunFolder(folder).clear()
+        try:
+            if method == "easier":
+                cfg = EasierConfig(max_removals=max_removals, **common)
+                result = easier(net, data, cfg, out)
+            else:
+                cfg = NepentheConfig(zeta=zeta, temperature=temperature, max_layer_fraction=max_layer_fraction,
+                                     max_rounds=max_rounds, **common)
+                result = nepenthe(net, data, cfg, out)
+        except ValueError as e:
+            fail(str(e))
+        if random_baseline and method == "easier" and result.best_step > 0:
+            counts = [len(r["removed"]) for r in result.rows[1:result.best_step + 1]]
+            rnd = random_removal(get_model(model, data), data, counts, cfg, out / "random", seed=seed)
+            state = RunFolder(out).read_state()
+            state["comparison"] = [comparison_row(result, "easier"), comparison_row(rnd, f"random (seed {seed})")]
+            atomic_write_json(out / "state.json", state)
+            write_report(out, state, others={"random": rnd.rows})
     f = result.final
     typer.echo((out / "report.md").read_text())
     typer.echo(json.dumps({"out": str(out), "best_step": result.best_step, "stop_reason": result.stop_reason,

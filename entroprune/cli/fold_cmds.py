@@ -16,7 +16,8 @@ from ..depth import FoldConfig, FoldError, fold, summarize
 from ..io import save
 from ..io.atomic import atomic_write_json
 from ..training import evaluate
-from .common import fail, get_data, get_model, set_threads
+from .common import check_output, fail, get_data, get_model, parse_shape, set_threads
+from .options import DataDir, Dataset, Seed, Threads
 
 
 def fold_cmd(
@@ -30,25 +31,25 @@ def fold_cmd(
                               "the input size"),
     input_shape: str = typer.Option("1,28,28", help="C,H,W of one input (without --evaluate)"),
     evaluate_acc: bool = typer.Option(False, "--evaluate", help="test accuracy before and after (loads data)"),
-    examples: int = typer.Option(64, help="example images the deviation is measured on"),
+    examples: int = typer.Option(64, min=1, help="example images the deviation is measured on"),
     report: Optional[Path] = typer.Option(None, help="write the fold report as JSON"),
-    dataset: str = typer.Option("fashion_mnist"),
-    data_dir: Optional[str] = typer.Option(None),
-    seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(None),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+    threads: Threads = None,
 ) -> None:
     """Fold BatchNorm, linear chains and emptied layers left by depth reduction into fewer layers."""
     set_threads(threads)
+    check_output(out, folder=False)
+    if report is not None:
+        check_output(report, folder=False)
+    shape = None if evaluate_acc else parse_shape(input_shape)
     data = get_data(dataset, data_dir) if evaluate_acc else None
     net = get_model(model, data)
     if data is not None:
         idx = torch.randperm(data.val_x.shape[0], generator=torch.Generator().manual_seed(seed))[:examples]
         x = data.val_x[idx]                                             # (examples, C, H, W) real images
     else:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-        except ValueError:
-            fail(f"--input-shape must be C,H,W such as 1,28,28, got {input_shape!r}")
         x = torch.randn(examples, *shape, generator=torch.Generator().manual_seed(seed))
     cfg = FoldConfig(merge_chains=not bn_only, merge_skips=skips and not bn_only, fold_dead=dead and not bn_only,
                      force=force)

@@ -10,12 +10,14 @@ from .analyze_cmds import analyze_cmd, export_cmd
 from .compress_cmds import compress_cmd, demo_cmd, prune_cmd, search_cmd
 from .deploy_cmds import quantize_cmd
 from .depth_cmds import depth_cmd
+from .errors import EntropruneGroup
 from .fold_cmds import fold_cmd
 from .model_cmds import finetune_cmd, info_cmd
 from .sparsify_cmds import sparsify_cmd
 from .train_cmds import eval_cmd, train_cmd
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# EntropruneGroup: one error path for every command (errors.py), also under CliRunner
+app = typer.Typer(cls=EntropruneGroup, add_completion=False, no_args_is_help=True,
                   help="Entropy-guided pruning of convolutional networks.")
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)

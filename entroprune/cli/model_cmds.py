@@ -10,17 +10,18 @@ import typer
 
 from ..io import save
 from ..measure import count_depth, count_macs, count_params, layer_costs
+from ..measure.runtime import RUNTIMES as RUNTIME_NAMES
 from ..reporting import markdown_table
 from ..training import TrainConfig, evaluate, train
 from .common import check_output, fail, get_data, get_model, input_shape_of, set_threads
-from .options import DataDir, Dataset, DistillTemperature, DistillWeight, Restart, Seed, Threads
+from .options import DataDir, Dataset, DistillTemperature, DistillWeight, Epochs, Lr, Restart, Seed, Threads
 
 
 def finetune_cmd(
     model: str = typer.Argument(..., help="model file to fine-tune"),
     out: Path = typer.Option(..., "--out", "-o"),
-    epochs: int = typer.Option(10),
-    lr: float = typer.Option(0.01),
+    epochs: Epochs = 10,
+    lr: Lr = 0.01,
     distill: Optional[str] = typer.Option(None, help="teacher to distil from: a model file or pretrained:NAME "
                                           "(the unpruned model)"),
     distill_weight: DistillWeight = 0.7,
@@ -57,11 +58,13 @@ def info_cmd(
     model: str = typer.Argument(..., help="model file, pretrained:NAME or zoo name"),
     input_shape: str = typer.Option("1,28,28", help="C,H,W of one input image"),
     runtime: Optional[str] = typer.Option(None, help="also measure latency in: onnxruntime, torch or both"),
-    threads: int = typer.Option(1, help="threads of the latency measurement"),
-    batch: int = typer.Option(1, help="batch size of the latency measurement"),
-    repeats: int = typer.Option(30, help="timed runs of the latency measurement (median)"),
+    threads: int = typer.Option(1, min=1, help="threads of the latency measurement"),
+    batch: int = typer.Option(1, min=1, help="batch size of the latency measurement"),
+    repeats: int = typer.Option(30, min=1, help="timed runs of the latency measurement (median)"),
 ) -> None:
     """Per-layer table of a model: shape, output size, MACs, parameters; depth; latency with --runtime."""
+    if runtime is not None and runtime not in (*RUNTIME_NAMES, "both"):
+        fail(f"unknown --runtime {runtime!r}: choose one of {', '.join(RUNTIME_NAMES)} or both")
     net = get_model(model)
     shape = input_shape_of(net, input_shape)
     rows = layer_costs(net, shape)
@@ -78,13 +81,8 @@ def info_cmd(
     if runtime is None:
         return
     from ..measure import get_runtime, time_models  # both runtimes are timed interleaved, run by run
-    from ..measure.runtime import RUNTIMES
 
-    if runtime not in (*RUNTIMES, "both"):
-        fail(f"unknown --runtime {runtime!r}: choose one of {', '.join(RUNTIMES)} or both")
-    if threads < 1 or batch < 1 or repeats < 1:
-        fail("--threads, --batch and --repeats must be >= 1")
-    names = list(RUNTIMES) if runtime == "both" else [runtime]
+    names = list(RUNTIME_NAMES) if runtime == "both" else [runtime]
     try:
         rts = [get_runtime(n, threads) for n in names]
         medians = time_models([rt.runner(net, shape, batch) for rt in rts], repeats=repeats, warmup=5)

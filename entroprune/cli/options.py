@@ -16,6 +16,11 @@ Threads = Annotated[Optional[int], typer.Option(min=1, help="CPU threads (torch,
 Factory = Annotated[Optional[str], typer.Option(help="your model's constructor, package.module:function")]
 FactoryKwargs = Annotated[Optional[str], typer.Option(help="JSON keyword arguments of --factory")]
 Restart = Annotated[bool, typer.Option("--restart", help="discard this output's earlier run and start over")]
+# training
+Epochs = Annotated[int, typer.Option(min=1, help="training epochs")]
+BatchSize = Annotated[int, typer.Option(min=1, help="images per training batch")]
+LimitTrain = Annotated[Optional[int], typer.Option(min=1, help="use only this many training images")]
+Lr = Annotated[float, typer.Option(help="learning rate (> 0)")]
 
 # what to reach
 TargetMacs = Annotated[Optional[str], typer.Option(help="'5x' = 5 times fewer MACs; 0.2 = keep 20%")]

@@ -5,6 +5,7 @@ validation accuracy against sparsity over eps_E values or channel targets."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,8 @@ from ..io import atomic_write_json, save
 from ..reporting import save_figure
 from ..sparsify import EntropicConfig, SparsifyConfig, SparsifyError, sparsify
 from ..training import evaluate
-from .common import fail, get_data, get_model, set_threads
+from .common import check_number, check_output, fail, get_data, get_model, set_threads
+from .options import DataDir, Dataset, Seed, Threads
 
 SWEEP_OVER = ("eps_e", "target")
 
@@ -70,14 +72,14 @@ def sparsify_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="sparsified model file (single run)"),
     report: Optional[Path] = typer.Option(
         None, help="folder: report.json (single run) or sweep.json + sweep.png (default runs/sparsify-sweep)"),
-    calib_images: int = typer.Option(2048, help="calibration images from the training split"),
-    patches: int = typer.Option(8192, help="sampled patches per layer"),
-    max_iter: int = typer.Option(50, help="solver iterations per layer"),
+    calib_images: int = typer.Option(2048, min=2, help="calibration images from the training split"),
+    patches: int = typer.Option(8192, min=1, help="sampled patches per layer"),
+    max_iter: int = typer.Option(50, min=1, help="solver iterations per layer"),
     min_keep: float = typer.Option(0.1, help="every layer keeps at least this fraction of its channels"),
-    dataset: str = typer.Option("fashion_mnist"),
-    data_dir: Optional[str] = typer.Option(None),
-    seed: int = typer.Option(0),
-    threads: Optional[int] = typer.Option(None),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+    threads: Threads = None,
 ) -> None:
     """Remove input channels layer by layer with entropic feature weights and
     refit each layer by least squares (generalized entropic sparsification)."""
@@ -88,10 +90,24 @@ def sparsify_cmd(
         fail("--out saves one model; a --sweep writes sweep.json and sweep.png to --report")
     if calib_images < 2 or patches < 1 or max_iter < 1:
         fail("--calib-images must be >= 2, --patches and --max-iter >= 1")
-    if eps_e <= 0 or ridge <= 0:
+    if not (math.isfinite(eps_e) and math.isfinite(ridge) and eps_e > 0 and ridge > 0):
         fail(f"--eps-e (eps_E) and --ridge must be > 0, got {eps_e} and {ridge}")
     if target is not None and not 0.0 <= target < 1.0:
         fail(f"--target {target} must be a fraction of channels to remove in [0, 1)")
+    check_number("--threshold", threshold, 0)
+    check_number("--min-keep", min_keep, 0, 1)
+    values = _values(sweep) if sweep is not None else None
+    for v in values or []:
+        if sweep_over == "target":
+            check_number("every --sweep target", v, 0, 1, high_open=True)
+        else:
+            check_number("every --sweep eps_E", v, 0, low_open=True)
+    if values is None:
+        check_output(out or Path("sparsified.safetensors"), folder=False)
+        if report is not None:
+            check_output(Path(report), folder=True)
+    else:
+        check_output(Path(report or Path("runs") / "sparsify-sweep"), folder=True)
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
 
@@ -116,7 +132,7 @@ def sparsify_cmd(
         return
     folder = Path(report or Path("runs") / "sparsify-sweep")
     rows = []
-    for v in _values(sweep):
+    for v in values:
         cfg = config(v, target) if sweep_over == "eps_e" else config(eps_e, v)
         small, rep = _run(net, data, cfg, calib_images, seed)
         rows.append({sweep_over: v, "channel_sparsity": rep["channel_sparsity"],

@@ -14,25 +14,26 @@ import typer
 from ..io import save
 from ..training import TrainConfig, evaluate, train
 from ..training import distributed as dist_utils
-from .common import fail, get_data, get_model, set_threads
+from .common import check_output, fail, get_data, get_model, set_threads
+from .options import BatchSize, DataDir, Dataset, Epochs, LimitTrain, Lr, Seed, Threads
 
 
 def train_cmd(
     model: str = typer.Argument(..., help="zoo name (new model), model file, or pretrained:NAME"),
     out: Path = typer.Option(..., "--out", "-o", help="where to write the trained model file"),
-    dataset: str = typer.Option("fashion_mnist", help="fashion_mnist, mnist, cifar10 or synthetic"),
-    data_dir: Optional[str] = typer.Option(None, help="folder of the data set's files"),
-    epochs: int = typer.Option(10),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(0.1),
-    weight_decay: float = typer.Option(5e-4),
-    warmup_epochs: float = typer.Option(0.0),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
+    epochs: Epochs = 10,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.1,
+    weight_decay: float = typer.Option(5e-4, help="L2 weight decay (>= 0)"),
+    warmup_epochs: float = typer.Option(0.0, help="epochs of linear learning-rate warm-up (0 to --epochs)"),
     augment: bool = typer.Option(True, help="random crop + flip"),
-    seed: int = typer.Option(0),
-    limit_train: Optional[int] = typer.Option(None, help="use only this many training images"),
+    seed: Seed = 0,
+    limit_train: LimitTrain = None,
     checkpoint: Optional[Path] = typer.Option(None, help="epoch checkpoint (default: OUT.ckpt); resumed if present"),
     restart: bool = typer.Option(False, "--restart", help="discard an existing checkpoint and start over"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    threads: Threads = None,
 ) -> None:
     """Train a model; checkpoints every epoch and resumes after an interruption."""
     set_threads(threads)
@@ -44,9 +45,11 @@ def train_cmd(
                           warmup_epochs=warmup_epochs, augment=augment, seed=seed)
     except ValueError as e:
         fail(str(e))
+    ckpt = checkpoint or out.with_suffix(out.suffix + ".ckpt")
+    check_output(out, folder=False)
+    check_output(ckpt, folder=False)
     data = get_data(dataset, data_dir, limit_train=limit_train)
     net = get_model(model, data)
-    ckpt = checkpoint or out.with_suffix(out.suffix + ".ckpt")
     t0 = time.time()
     try:
         history = train(net, data, cfg, checkpoint=ckpt, restart=restart)
@@ -66,17 +69,17 @@ def train_cmd(
 
 def eval_cmd(
     model: str = typer.Argument(..., help="model file or pretrained:NAME"),
-    dataset: str = typer.Option("fashion_mnist"),
-    data_dir: Optional[str] = typer.Option(None),
+    dataset: Dataset = "fashion_mnist",
+    data_dir: DataDir = None,
     split: str = typer.Option("test", help="test or val"),
-    threads: Optional[int] = typer.Option(None),
+    threads: Threads = None,
 ) -> None:
     """Print the top-1 accuracy of a model on the test (or validation) split."""
     set_threads(threads)
+    if split not in ("test", "val"):
+        fail(f"--split must be test or val, got {split!r}")
     data = get_data(dataset, data_dir)
     net = get_model(model, data)
-    if split not in ("test", "val"):
-        fail("--split must be test or val")
     x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
     acc = evaluate(net, x, y)
     typer.echo(json.dumps({"model": model, "split": split, "accuracy": round(acc, 2)}))

@@ -3,14 +3,19 @@
 - MNIST / Fashion-MNIST: the four gzip IDX files
   (``train-images-idx3-ubyte.gz`` ...); default folder is where Debian's
   ``dataset-fashion-mnist`` puts them.
-- CIFAR-10: the standard ``cifar-10-batches-py`` folder of pickled batches.
+- CIFAR-10: the standard ``cifar-10-batches-py`` folder of pickled batches,
+  read by a restricted unpickler that builds only what a batch holds (dicts,
+  lists, bytes, str, numbers and numpy arrays) and refuses any other global,
+  so a planted file in ``--data-dir`` cannot run code.
 
 Each reader returns uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import importlib
 import pickle
 import struct
 import zlib
@@ -41,6 +46,52 @@ _PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError,
 
 class DatasetNotFoundError(FileNotFoundError):
     """A data set's files are missing; the message says how to get them."""
+
+
+class UnsafePickleError(ValueError):
+    """A pickled data file asks for something a data batch never holds."""
+
+
+def _numpy_core(module: str):
+    """``numpy.core.multiarray`` (numpy 1) and ``numpy._core.multiarray``
+    (numpy 2) are the same module under two names; import the one that exists."""
+    sub = module.rsplit(".", 1)[1]
+    try:
+        return importlib.import_module(f"numpy._core.{sub}")
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{sub}")
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles of bytes use it (protocol 2), latin-1 only."""
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise UnsafePickleError(f"asks to encode text as {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+# the only globals a CIFAR-10 batch (Python 2 or 3, numpy 1 or 2) refers to
+_CIFAR_GLOBALS = {("numpy", "ndarray"): lambda: np.ndarray, ("numpy", "dtype"): lambda: np.dtype,
+                  ("_codecs", "encode"): lambda: _latin1_encode}
+for _core in ("numpy.core", "numpy._core"):
+    for _module, _name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")):
+        _CIFAR_GLOBALS[(f"{_core}.{_module}", _name)] = \
+            lambda m=f"{_core}.{_module}", n=_name: getattr(_numpy_core(m), n)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, bytes, str, numbers and numpy arrays, nothing else."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        make = _CIFAR_GLOBALS.get((module, name))
+        if make is None:
+            raise UnsafePickleError(
+                f"{self.path} is not a plain CIFAR-10 batch: it asks to load {module}.{name}, which a batch never "
+                f"holds and which could run code; refusing to unpickle it. {CIFAR_FIX}")
+        return make()
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -120,7 +171,11 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR-10 batch; a damaged or foreign file is a ValueError."""
     with open(path, "rb") as f:
         try:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, path).load()
+        except UnsafePickleError as e:
+            if str(path) in str(e):
+                raise
+            raise UnsafePickleError(f"{path} is not a plain CIFAR-10 batch: it {e}; refusing it. {CIFAR_FIX}") from None
         except _PICKLE_ERRORS as e:
             raise ValueError(f"{path} is truncated or not a pickled CIFAR-10 batch "
                              f"({type(e).__name__}: {e}); {CIFAR_FIX}") from e

@@ -14,6 +14,10 @@ the safetensors header metadata holds one JSON document under the key
 
 Loading calls the factory, replaces every leaf whose spec differs, and loads
 the weights strictly, so outputs are bit-identical to the saved model's.
+
+Weights must be finite: ``save`` and ``load`` refuse NaN or infinity with a
+``ModelFileError`` naming the first bad tensor, unless ``allow_nonfinite=True``
+(for tools that inspect or repair a broken model).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
+from .finite import NONFINITE_ADVICE, first_nonfinite
 from .module_specs import build_module, leaf_specs, set_submodule
 
 FORMAT_VERSION = 1
@@ -51,8 +56,9 @@ def arch_of(model: nn.Module) -> dict[str, Any]:
 
 def save(model: nn.Module, path: str | Path, *, factory: str | None = None,
          factory_kwargs: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
-         history: list[dict[str, Any]] | None = None) -> Path:
-    """Write ``model`` (pruned or not) to ``path`` atomically."""
+         history: list[dict[str, Any]] | None = None, allow_nonfinite: bool = False) -> Path:
+    """Write ``model`` (pruned or not) to ``path`` atomically; weights holding
+    NaN or infinity are refused unless ``allow_nonfinite``."""
     if factory is not None:
         arch = {"factory": factory, "kwargs": dict(factory_kwargs or {})}
     else:
@@ -66,6 +72,10 @@ def save(model: nn.Module, path: str | Path, *, factory: str | None = None,
     }
     # safetensors refuses shared or non-contiguous storage: clone each tensor
     tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    bad = None if allow_nonfinite else first_nonfinite(tensors)
+    if bad is not None:
+        raise ModelFileError(f"refusing to save {path}: the weights are not finite, first {bad}; "
+                             f"{NONFINITE_ADVICE}")
     meta = {META_KEY: json.dumps(doc)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -85,9 +95,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if META_KEY not in meta:
         raise ModelFileError(f"{path} is a safetensors file but not an entroprune model file "
                              "(no 'entroprune' metadata); was it written by entroprune.save()?")
-    doc = json.loads(meta[META_KEY])
-    if doc.get("format") != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has model-file format {doc.get('format')}; "
+    try:
+        doc = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: its entroprune metadata is not JSON ({e.msg}); the file is damaged") from None
+    version = doc.get("format") if isinstance(doc, dict) else None
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model-file format {version}; "
                              f"this entroprune reads format {FORMAT_VERSION}")
     return doc
 
@@ -107,8 +121,9 @@ def build_architecture(arch: dict[str, Any]) -> nn.Module:
     return model
 
 
-def load(path: str | Path) -> nn.Module:
-    """Rebuild the model saved at ``path``, in eval mode."""
+def load(path: str | Path, *, allow_nonfinite: bool = False) -> nn.Module:
+    """Rebuild the model saved at ``path``, in eval mode. Weights holding NaN
+    or infinity are a ``ModelFileError`` unless ``allow_nonfinite``."""
     doc = read_metadata(path)
     model = build_architecture(doc["arch"])
     current = leaf_specs(model)
@@ -121,6 +136,10 @@ def load(path: str | Path) -> nn.Module:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{path}: cannot read weights (truncated?): {e}") from None
+    bad = None if allow_nonfinite else first_nonfinite(tensors)
+    if bad is not None:
+        raise ModelFileError(f"{path} holds non-finite weights, first {bad}; {NONFINITE_ADVICE} "
+                             "(entroprune.load(path, allow_nonfinite=True) reads it anyway)")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -123,8 +123,14 @@ def _resume(folder: Path, fingerprint: dict, agent: DDPGAgent) -> tuple[int, dic
     if not path.exists():
         (folder / LOG).unlink(missing_ok=True)
         return 0, None
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
+    except Exception as e:  # cut short by a kill during a save, or not a checkpoint at all: name it
+        raise ValueError(f"search checkpoint {path} cannot be read ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:120]}); it is damaged: delete it (or the folder "
+                         f"{folder}) to start the search over") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
+            or state.get("fingerprint") != fingerprint:
         raise ValueError(f"{path} belongs to a search with other settings; delete the folder's "
                          "search files or choose another output folder")
     agent.load_state_dict(state["agent"])

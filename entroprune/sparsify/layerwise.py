@@ -306,6 +306,12 @@ def sparsify(model: nn.Module, calib: torch.Tensor, cfg: SparsifyConfig | None =
 
     ``calib`` is a batch of calibration inputs (N, C, H, W)."""
     cfg = cfg or SparsifyConfig()
+    from ..io.finite import NONFINITE_ADVICE, describe_nonfinite, first_nonfinite
+    from ..reconstruct.least_squares import NonFiniteError
+    if (bad := first_nonfinite(model)) is not None:
+        raise NonFiniteError(f"cannot sparsify a model with non-finite weights, first {bad}; {NONFINITE_ADVICE}")
+    if (bad := describe_nonfinite("calibration batch", calib)) is not None:
+        raise NonFiniteError(f"cannot sparsify: the {bad} is not finite; check the data")
     _check(model, calib, cfg)
     t0 = time.time()
     orig = copy.deepcopy(model).eval()
