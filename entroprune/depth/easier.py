@@ -207,9 +207,27 @@ class RunFolder:
         return self.path / f"step_{step:03d}.ckpt"
 
     def read_state(self) -> dict[str, Any] | None:
+        """The run's state, None for a new run; a damaged ``state.json`` is a
+        ValueError naming it."""
         if not self.state_path.exists():
             return None
-        return json.loads(self.state_path.read_text())
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{self.state_path} is damaged ({e}); delete it (or pass --restart) to start the "
+                             "run over") from None
+        if not isinstance(state, dict) or not isinstance(state.get("rows"), list) or not state["rows"] \
+                or not isinstance(state.get("config"), dict):
+            raise ValueError(f"{self.state_path} is not the state of a depth-reduction run (no config or "
+                             "steps); delete it (or pass --restart) to start the run over")
+        return state
+
+    def clear(self) -> None:
+        """Forget the run: its state and step files (a new run rewrites the rest)."""
+        self.state_path.unlink(missing_ok=True)
+        for pattern in ("step_*.safetensors", "step_*.ckpt"):
+            for f in self.path.glob(pattern):
+                f.unlink()
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.state_path, state)

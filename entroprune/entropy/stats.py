@@ -14,6 +14,10 @@ relu1", nn.ReLU]``) = those modules' own outputs; or ``{layer: Site}``.
 entropy of EASIER/NEPENTHE. Under ``torch.distributed`` the sums are
 all-reduced when read, so every process returns the statistics of the whole
 calibration set.
+
+Activations holding NaN or infinity stop the measurement at once with a
+``NonFiniteError`` (``entroprune.reconstruct``) naming the module, instead
+of folding them silently into the statistics.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ class EntropyConfig:
 
 
 ESTIMATORS = ("aura", "mass")
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    """Raise ``NonFiniteError`` if ``t`` holds NaN or infinity."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        from ..reconstruct.least_squares import NonFiniteError  # not at the top: that import is circular
+        bad = int((~torch.isfinite(t)).sum())
+        raise NonFiniteError(f"{what} holds {bad} NaN or infinite values of {t.numel()}: the model's weights or "
+                             "the input images are not finite (a diverged model, or damaged data)")
 
 
 class _Hooks:
@@ -111,6 +124,7 @@ class ActivationStats(_Hooks):
                              "needs the output of a convolution (or of the layers after it)")
         with torch.no_grad():
             maps = out.detach()
+            _check_finite(maps, f"the output of module {key[0]!r}")
             if key[1] is not None:
                 maps = self._activations[key](maps)
             sums = self.sums.setdefault(key, {})
@@ -182,6 +196,7 @@ class RectifierStats(_Hooks):
 
     def _reduce(self, name: str, z: torch.Tensor) -> None:
         with torch.no_grad():
+            _check_finite(z.detach(), f"the input of rectifier {name!r}")
             on = (z.detach() >= 0).transpose(0, 1).reshape(z.shape[1], -1)   # (C, N*H*W)
             s = on.sum(1).double()
             t = torch.full_like(s, float(on.shape[1]))
