@@ -160,7 +160,7 @@ def measure_step(model: nn.Module, base: nn.Module, data: DataBundle, cfg: Depth
     shape = tuple(data.train_x.shape[1:])
     d = count_depth(model)
     row: dict[str, Any] = {"val_acc": evaluate(model, data.val_x, data.val_y), "macs": count_macs(model, shape),
-                           "nonlinear": d.nonlinear, "conv_linear": d.weighted}
+                           "nonlinear": d.nonlinear, "conv_linear": d.conv_linear}
     target = model
     if cfg.fold_steps:
         try:

@@ -205,7 +205,7 @@ def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fo
 def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[FoldPlan], list[dict]]:
     plans, skipped = [], []
     for node in g.nodes:
-        if not g.is_add(node) or any(g.is_zero(a) for a in node.args):
+        if not g.is_residual_add(node) or any(g.is_zero(a) for a in node.args):
             continue
         for main, other in (node.args, node.args[::-1]):
             conv_node, _ = g.exclusive_source(main)
@@ -328,7 +328,7 @@ def fold(model: nn.Module, example_input: torch.Tensor,
     depth1, macs1 = count_depth(folded), count_macs(folded, shape)
     report = {
         "op": "fold", "config": asdict(cfg), "input_shape": list(shape),
-        "conv_linear_before": depth0.weighted, "conv_linear_after": depth1.weighted,
+        "conv_linear_before": depth0.conv_linear, "conv_linear_after": depth1.conv_linear,
         "nonlinear_before": depth0.nonlinear, "nonlinear_after": depth1.nonlinear,
         "macs_before": macs0, "macs_after": macs1, "macs_ratio": macs0 / max(1, macs1),
         "params_before": params0, "params_after": count_params(folded),

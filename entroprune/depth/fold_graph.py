@@ -1,6 +1,7 @@
-"""The data-flow view that folding works on: a torch.fx symbolic trace of the
-model in which every leaf module is one node (torch.fx, "Torch.fx: Practical
-Program Capture and Transformation for Deep Learning in Python", MLSys 2022).
+"""The data-flow view that folding works on (docs/METHODS.md section 5,
+"Folding"): ``FlowGraph`` is the project's one fx view of a model
+(``entroprune.graph.ModelGraph``: every leaf module one node) with what
+folding asks of it.
 
 The trace is only read, never compiled: folding swaps leaves of the original
 module tree (a convolution for a merged one, a BatchNorm for ``Identity``, a
@@ -14,8 +15,6 @@ replaced by EASIER/NEPENTHE, folded BatchNorms) and additions of a ``Zero``
 
 from __future__ import annotations
 
-import operator
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +23,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..graph import GraphError, ModelGraph
 from .fold_layers import Constant, FoldError, Zero
-
-ADD_TARGETS = (operator.add, torch.add)
 
 
 @dataclass
@@ -47,31 +45,14 @@ def skip_entry(kind: str, layers: list[str], reason: str) -> dict[str, Any]:
     return {"kind": kind, "layers": layers, "reason": reason}
 
 
-class _LeafTracer(fx.Tracer):
-    """Every module without children is a leaf (a ``call_module`` node)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return next(m.children(), None) is None or super().is_leaf_module(m, module_qualified_name)
-
-
-class FlowGraph:
-    """Who feeds whom among the leaf modules of ``model``."""
+class FlowGraph(ModelGraph):
+    """Who feeds whom among the leaf modules of ``model``, as folding reads it."""
 
     def __init__(self, model: nn.Module):
         try:
-            self.graph = _LeafTracer().trace(model)
-        except Exception as e:  # fx raises many types on dynamic control flow
-            raise FoldError(f"torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: {e}); "
-                            "folding needs a traceable forward") from None
-        self.nodes: list[fx.Node] = list(self.graph.nodes)
-        self.modules = dict(model.named_modules())
-        calls = Counter(n.target for n in self.nodes if n.op == "call_module")
-        self.shared = {t for t, c in calls.items() if c > 1}  # modules called at several places
-
-    def module(self, node: object) -> nn.Module | None:
-        if isinstance(node, fx.Node) and node.op == "call_module":
-            return self.modules.get(node.target)
-        return None
+            super().__init__(model)
+        except GraphError as e:
+            raise FoldError(f"{e}; folding needs a traceable forward") from None
 
     def is_identity(self, node: object) -> bool:
         return type(self.module(node)) is nn.Identity
@@ -82,10 +63,6 @@ class FlowGraph:
         if isinstance(m, Zero):
             return True
         return type(m) is nn.Identity and bool(node.args) and self.is_zero(node.args[0])
-
-    def is_add(self, node: fx.Node) -> bool:
-        return (node.op == "call_function" and node.target in ADD_TARGETS and len(node.args) == 2
-                and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args))
 
     def ignores_input(self, node: object) -> bool:
         """Is ``node`` a ``Zero`` or a ``Constant``, whose output does not depend on its input?"""
@@ -99,7 +76,7 @@ class FlowGraph:
         """Does ``user`` output its input ``src`` unchanged?"""
         if self.is_identity(user):
             return user.args[0] is src
-        if self.is_add(user):
+        if self.is_residual_add(user):
             a, b = user.args
             return (a is src and self.is_zero(b)) or (b is src and self.is_zero(a))
         return False
@@ -125,7 +102,7 @@ class FlowGraph:
         while True:
             if self.is_identity(node):
                 node = node.args[0]
-            elif self.is_add(node) and any(self.is_zero(a) for a in node.args):
+            elif self.is_residual_add(node) and any(self.is_zero(a) for a in node.args):
                 a, b = node.args
                 node = b if self.is_zero(a) else a
             else:
@@ -141,12 +118,6 @@ class FlowGraph:
             path.append(node)
             node = node.args[0]
         return node, path
-
-    def single_input(self, node: fx.Node) -> fx.Node | None:
-        """The only input of a ``call_module`` node, if it has exactly one."""
-        if len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node):
-            return node.args[0]
-        return None
 
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]

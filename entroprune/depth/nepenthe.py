@@ -40,17 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.fx
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
 from ..data import DataBundle
-from ..entropy import RectifierStats, conv_sites, rectifiers
-from ..entropy.sites import PASS_THROUGH_FUNCTIONS
+from ..entropy import RectifierStats
+from ..graph import WEIGHTED, ModelGraph
 from .easier import DepthConfig, DepthResult, finetune, finish, measure_rectifiers, remove_rectifiers, run_steps
-
-WEIGHTED = (nn.Conv2d, nn.Linear)
-LINEAR_PASS_THROUGH = (nn.BatchNorm1d, nn.Dropout)
 
 
 @dataclass
@@ -64,68 +60,36 @@ class NepentheConfig(DepthConfig):
 
 # ------------------------------------------------------------------ which weights feed which rectifier
 
-def _trace(model: nn.Module) -> torch.fx.Graph | None:
-    try:
-        return torch.fx.symbolic_trace(model).graph
-    except Exception:  # untraceable model: only what conv_sites found
-        return None
-
-
-def prunable_layers(model: nn.Module) -> dict[str, str]:
+def prunable_layers(model: nn.Module, graph: ModelGraph | None = None) -> dict[str, str]:
     """``{conv/linear name: rectifier name}`` for every weighted layer whose
-    output reaches a rectifier (through BatchNorm / residual additions)."""
-    rects = rectifiers(model)
-    out: dict[str, str] = {}
-    for layer, site in conv_sites(model).items():
-        if not site.traced:
-            continue
-        if site.activation is None and site.module in rects:
-            out[layer] = site.module
-        elif site.activation is not None:   # a shared activation module, applied in the hook
-            name = next((n for n, m in rects.items() if m is site.activation), None)
-            if name is not None:
-                out[layer] = name
-    graph = _trace(model)
-    if graph is not None:
-        modules = dict(model.named_modules())
-        for node in graph.nodes:
-            if node.op != "call_module" or not isinstance(modules[node.target], nn.Linear):
-                continue
-            cur = node
-            while len(cur.users) == 1:
-                nxt = next(iter(cur.users))
-                if nxt.op == "call_module" and nxt.target in rects:
-                    out[node.target] = nxt.target
-                    break
-                if not ((nxt.op == "call_module" and isinstance(modules[nxt.target], LINEAR_PASS_THROUGH))
-                        or (nxt.op == "call_function" and nxt.target in PASS_THROUGH_FUNCTIONS)):
-                    break
-                cur = nxt
-    order = [n for n, _ in model.named_modules()]
-    return {n: out[n] for n in order if n in out}
-
-
-def producer_chains(model: nn.Module) -> dict[str, tuple[str, str | None]]:
-    """``{rectifier: (conv/linear, BatchNorm or None)}`` when the rectifier's
-    input is exactly that chain's output (no addition, no other user)."""
-    graph = _trace(model)
+    output reaches a rectifier module (through BatchNorm, Identity, Dropout,
+    residual additions), in module order. Untraceable model: none."""
+    graph = graph or ModelGraph.of(model)
     if graph is None:
         return {}
-    modules = dict(model.named_modules())
-    rects = rectifiers(model)
+    rects = set(graph.rectifier_names())
+    out: dict[str, str] = {}
+    for node in graph.nodes:
+        if isinstance(graph.module(node), WEIGHTED):
+            act, _, _ = graph.activation_after(node)
+            if act is not None and act.module in rects:
+                out[node.target] = act.module
+    return {n: out[n] for n in graph.modules if n in out}
+
+
+def producer_chains(model: nn.Module, graph: ModelGraph | None = None) -> dict[str, tuple[str, str | None]]:
+    """``{rectifier: (conv/linear, BatchNorm or None)}`` when the rectifier's
+    input is exactly that chain's output (no addition, no other user)."""
+    graph = graph or ModelGraph.of(model)
+    if graph is None:
+        return {}
+    rects = set(graph.rectifier_names())
     out = {}
     for node in graph.nodes:
-        if node.op != "call_module" or node.target not in rects or not node.args:
-            continue
-        src, bn = node.args[0], None
-        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
-            continue
-        if isinstance(modules[src.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
-            bn, src = src.target, src.args[0]
-            if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
-                continue
-        if isinstance(modules[src.target], WEIGHTED):
-            out[node.target] = (src.target, bn)
+        if node.op == "call_module" and node.target in rects:
+            chain = graph.input_chain(node)
+            if chain is not None:
+                out[node.target] = chain
     return out
 
 

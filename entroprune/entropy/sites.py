@@ -1,30 +1,37 @@
-"""Where to measure a convolution's activations.
+"""Where to measure a convolution's activations (docs/METHODS.md section 1,
+"Where a filter is read"), and which activations are rectifiers.
 
 METHODS.md section 2 scores a filter on the post-activation output of the
-layer it belongs to. ``conv_sites`` finds, for every Conv2d, the module whose
-output that is, by tracing the model with torch.fx and walking forward from
-the convolution through BatchNorm and residual additions to the first
-activation module. When no activation follows (MobileNetV2's linear
-projections), the site is the last module reached (the BatchNorm). When the
-activation module is called at several places (a shared ``self.relu``), its
-output would mix several layers, so the site is the module before it and the
-activation is applied inside the hook.
+layer it belongs to. ``conv_sites`` finds, for every Conv2d, where that output
+is, on the model's data flow (``entroprune.graph``): walking forward from the
+convolution through BatchNorm, Identity, Dropout and residual additions to the
+first activation, a module or a function of the forward code
+(``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``).
+
+- an activation module called once: the site is its output;
+- an activation module called at several places (a shared ``self.relu``)
+  would mix several layers in its output, and a function has no module to
+  hook: the site is the last module before it, and the activation is
+  replayed inside the hook (``Site.activation``). If a residual addition lies
+  between that module and the activation, the replayed value misses the
+  other branch: a warning names the layer;
+- no activation (MobileNetV2's linear projections): the last module reached
+  (the BatchNorm);
+- an untraceable model, or an activation that cannot be replayed (it takes
+  another tensor): the raw convolution output, with a warning naming the
+  layer (``Site.traced`` is False for the untraceable case).
 """
 
 from __future__ import annotations
 
-import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.fx
 import torch.nn as nn
 
-from ..measure.depth import NONLINEAR
-
-PASS_THROUGH_MODULES = (nn.BatchNorm2d, nn.Identity)
-PASS_THROUGH_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+from ..graph import RECTIFIERS, FunctionalActivation, ModelGraph
 
 
 @dataclass
@@ -34,44 +41,58 @@ class Site:
     traced: bool = True                           # False: fx failed, raw conv output
 
 
+def activation_key(activation: Callable | None) -> str | None:
+    """The name a replayed activation is keyed by (its type, or the function's name)."""
+    if activation is None:
+        return None
+    return activation.name if isinstance(activation, FunctionalActivation) else type(activation).__name__
+
+
 def rectifiers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every activation module of ``model`` by name (EASIER's candidates)."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, NONLINEAR)}
+    """The ReLU-like activation modules of ``model`` (``graph.RECTIFIERS``)
+    that are not gates, by name in module order: what EASIER may replace by
+    the identity and NEPENTHE measures. Sigmoid, Tanh and the like, and any
+    activation whose output multiplies another tensor (a squeeze-and-excitation
+    gate), are left out. An untraceable model: every ReLU-like module."""
+    graph = ModelGraph.of(model)
+    if graph is None:
+        return {n: m for n, m in model.named_modules() if isinstance(m, RECTIFIERS)}
+    return {n: graph.modules[n] for n in graph.rectifier_names()}
 
 
 def conv_sites(model: nn.Module) -> dict[str, Site]:
     """``{conv name: Site}`` for every Conv2d of ``model``."""
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # untraceable model (data-dependent control flow): raw outputs
+    graph = ModelGraph.of(model)
+    if graph is None:
+        if convs:
+            warnings.warn(f"torch.fx cannot trace {type(model).__name__}: entropy is read at the raw outputs of "
+                          f"its convolutions ({', '.join(convs[:3])}{', ...' if len(convs) > 3 else ''}), "
+                          "not after their activations", stacklevel=2)
         return {n: Site(n, traced=False) for n in convs}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
     sites = {}
     for node in graph.nodes:
-        if node.op != "call_module" or node.target not in convs:
-            continue
-        last_module, cur = node.target, node
-        site = Site(node.target)
-        while len(cur.users) == 1:
-            nxt = next(iter(cur.users))
-            if nxt.op == "call_module" and isinstance(modules[nxt.target], NONLINEAR):
-                if calls[nxt.target] == 1:
-                    site = Site(nxt.target)
-                else:
-                    site = Site(last_module, activation=modules[nxt.target])
-                break
-            if nxt.op == "call_module" and isinstance(modules[nxt.target], PASS_THROUGH_MODULES):
-                last_module = nxt.target
-                site = Site(last_module)
-            elif not (nxt.op == "call_function" and nxt.target in PASS_THROUGH_FUNCTIONS):
-                break
-            cur = nxt
-        sites[node.target] = site
+        if node.op == "call_module" and node.target in convs:
+            sites[node.target] = _site(graph, node)
     for n in convs:  # a conv called through a path fx did not see
         sites.setdefault(n, Site(n, traced=False))
     return sites
+
+
+def _site(graph: ModelGraph, node) -> Site:
+    conv = node.target
+    act, last, added = graph.activation_after(node)
+    if act is None:
+        return Site(last)
+    if act.module is not None and act.module not in graph.shared:
+        return Site(act.module)
+    replay = graph.modules[act.module] if act.module is not None else FunctionalActivation(act.node)
+    if not getattr(replay, "replayable", True):
+        warnings.warn(f"the {act.kind} after {conv} takes another tensor and cannot be replayed: entropy of "
+                      f"{conv} is read at the raw output of {last}", stacklevel=3)
+        return Site(last)
+    if added:
+        warnings.warn(f"the {act.kind} after {conv} is {'shared' if act.module else 'a function'} and follows a "
+                      f"residual addition: entropy of {conv} is read as {act.kind}({last}), without the other "
+                      "branch of the addition", stacklevel=3)
+    return Site(last, activation=replay)

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from ..training import distributed as dist_utils
 from .estimators import binary_entropy, layer_state_entropy, mass_entropy, spatial_aura_entropy
-from .sites import Site, conv_sites
+from .sites import Site, activation_key, conv_sites
 
 
 @dataclass
@@ -142,7 +142,7 @@ class ActivationStats(_Hooks):
         self._activations = {}
         hooked = set()
         for site in self.sites.values():
-            key = (site.module, None if site.activation is None else type(site.activation).__name__)
+            key = self._key(site)
             if key in hooked:
                 continue
             hooked.add(key)
@@ -151,8 +151,8 @@ class ActivationStats(_Hooks):
             self.handles.append(modules[site.module].register_forward_hook(
                 lambda mod, inp, out, key=key: self._reduce(key, out)))
 
-    def _key(self, site: Site):
-        return (site.module, None if site.activation is None else type(site.activation).__name__)
+    def _key(self, site: Site) -> tuple[str, str | None]:
+        return (site.module, activation_key(site.activation))
 
     def per_filter(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{layer: {estimator: (C,) mean over calibration images}}``."""

@@ -14,13 +14,19 @@ STAGES = (("before", "unpruned"), ("after_prune", "pruned"), ("after_reconstruct
           ("after_depth", "depth reduced"), ("after_finetune", "fine-tuned"))
 
 
+def conv_linear(summary: dict[str, Any]) -> int:
+    """A ModelSummary dict's conv/linear layer count (reports written before the
+    field was renamed call it ``weighted``)."""
+    return summary["conv_linear"] if "conv_linear" in summary else summary["weighted"]
+
+
 def stage_table(report: dict[str, Any]) -> str:
     """Accuracy, MACs, parameters and depth of the model after every stage that ran."""
     rows = []
     for key, label in STAGES:
         s = report.get(key)
         if s:
-            rows.append([label, s["val_acc"], s["test_acc"], s["macs"], s["params"], s["nonlinear"], s["weighted"]])
+            rows.append([label, s["val_acc"], s["test_acc"], s["macs"], s["params"], s["nonlinear"], conv_linear(s)])
     return markdown_table(["stage", "val acc (%)", "test acc (%)", "MACs", "params", "nonlinear", "conv/linear"],
                           rows)
 
@@ -43,7 +49,7 @@ def summary_table(report: dict[str, Any]) -> str:
         or report["after_prune"]
     rows = [["MACs", before["macs"], report["deployed"]["macs"], f"{report['macs_ratio']:.2f}x fewer"],
             ["parameters", before["params"], report["deployed"]["params"], f"{report['params_ratio']:.2f}x fewer"],
-            ["conv/linear layers", before["weighted"], report["deployed"]["weighted"], ""],
+            ["conv/linear layers", conv_linear(before), conv_linear(report["deployed"]), ""],
             ["nonlinear layers", before["nonlinear"], report["deployed"]["nonlinear"], ""]]
     main = report["config"]["runtime"]
     for key, p in report.get("latency", {}).get(main, {}).items():

@@ -19,7 +19,7 @@ class ModelSummary:
     macs: int
     params: int
     nonlinear: int
-    weighted: int
+    conv_linear: int     # Conv and Linear layers (count_depth)
     val_acc: float
     test_acc: float
 
@@ -30,7 +30,7 @@ class ModelSummary:
 def summarize(model: nn.Module, data: DataBundle) -> ModelSummary:
     shape = tuple(data.train_x.shape[1:])
     depth = count_depth(model)
-    return ModelSummary(count_macs(model, shape), count_params(model), depth.nonlinear, depth.weighted,
+    return ModelSummary(count_macs(model, shape), count_params(model), depth.nonlinear, depth.conv_linear,
                         evaluate(model, data.val_x, data.val_y), evaluate(model, data.test_x, data.test_y))
 
 
@@ -47,7 +47,7 @@ def before_after_table(before: ModelSummary, after: ModelSummary, latency: dict 
         ["MACs", before.macs, after.macs, f"{before.macs / after.macs:.2f}x fewer"],
         ["parameters", before.params, after.params, f"{before.params / after.params:.2f}x fewer"],
         ["nonlinear layers", before.nonlinear, after.nonlinear, ""],
-        ["conv/linear layers", before.weighted, after.weighted, ""],
+        ["conv/linear layers", before.conv_linear, after.conv_linear, ""],
     ]
     for key, lat in (latency or {}).items():
         rows.append([f"latency {key} (ms)", lat["base_ms"], lat["pruned_ms"], f"{lat['speedup']:.2f}x faster"])

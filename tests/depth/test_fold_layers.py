@@ -77,7 +77,7 @@ def test_fold_merges_a_conv_bn_identity_chain_exactly():
                           nn.Conv2d(32, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
     randomize_batchnorm(model, x)
     folded, rep = fold(model, x)
-    assert count_depth(folded).weighted == 1 and rep["conv_linear_after"] == 1
+    assert count_depth(folded).conv_linear == 1 and rep["conv_linear_after"] == 1
     assert max_diff(model, folded, x) < 1e-5
     assert rep["max_abs_deviation"] < 1e-5
     assert [m["kind"] for m in rep["merges"]] == ["bn", "bn", "chain"]

@@ -35,9 +35,9 @@ def test_lenet5_macs_by_hand():
 
 def test_depth():
     d = count_depth(create("resnet20"))
-    assert (d.nonlinear, d.weighted) == (19, 22)   # 1 stem + 2 per block; 21 convs + fc
+    assert (d.nonlinear, d.conv_linear) == (19, 22)   # 1 stem + 2 per block; 21 convs + fc
     d = count_depth(create("lenet5"))
-    assert (d.nonlinear, d.weighted) == (4, 5)
+    assert (d.nonlinear, d.conv_linear) == (4, 5)
 
 
 class _Stack(nn.Sequential):
@@ -165,3 +165,14 @@ def test_measurement_restores_training_mode():
     m.eval()
     measure_latency(m, (1, 28, 28), repeats=1, warmup=0)
     assert not any(sub.training for sub in m.modules())
+
+
+def test_conv_linear_count_is_read_from_old_reports_too():
+    from entroprune.reporting.compress_report import conv_linear
+    from entroprune.reporting.summary import ModelSummary
+
+    model = create("lenet5")
+    now = ModelSummary(1, 2, count_depth(model).nonlinear, count_depth(model).conv_linear, 90.0, 89.0).to_dict()
+    assert conv_linear(now) == 5 and "weighted" not in now
+    old = {k if k != "conv_linear" else "weighted": v for k, v in now.items()}   # a report.json of before the rename
+    assert conv_linear(old) == 5
