@@ -106,23 +106,31 @@ class LatencyCost:
         other_mb = 4e-6 * self.table.batch_size * prof.other_elements
 
         def layer_ms(entry, keep: Sequence[float]) -> float:
+            return layer_entry(entry, keep)[0]
+
+        def layer_entry(entry, keep: Sequence[float]) -> tuple[float, bool]:
+            """(ms, whether ORT runs the layer in its blocked NCHWc layout)."""
             name, cfg, by_in, by_out, full, shrinks = entry
+            nchwc = bool(self.table.entries.get(cfg.key, {}).get("nchwc"))
             if not shrinks:
-                return full
+                return full, nchwc
             k_out, k_in, _ = pruner.layer_keep(name, keep)
             out_w, in_w = k_out * cfg.out_channels, k_in * cfg.in_channels
             if cfg.depthwise:
-                return by_out(out_w)
+                return by_out(out_w), nchwc
             exact = cfg.with_widths(max(1, round(in_w)), max(1, round(out_w))) if cfg.groups == 1 else None
             if exact is not None and exact in self.table:
-                return self.table.quiet_ms(self.table.entries[exact.key]["ms"],
-                                           self.table.entries[exact.key].get("ref_ms"), q)
-            return by_in(in_w) * by_out(out_w) / full if full > 0 else 0.0
+                e = self.table.entries[exact.key]
+                return self.table.quiet_ms(e["ms"], e.get("ref_ms"), q), bool(e.get("nchwc", nchwc))
+            return (by_in(in_w) * by_out(out_w) / full if full > 0 else 0.0), nchwc
 
         def cost(keep: Sequence[float]) -> float:
-            total = sum(layer_ms(e, keep) for e in layers)
+            ms = [layer_entry(e, keep) for e in layers]
+            total = sum(t for t, _ in ms)
+            blocked = sum(t for t, nchwc in ms if nchwc)
             mean_keep = sum(keep) / max(1, len(keep))
-            feats = {"const": 1.0, "layers_ms": total / scale, "layers": float(len(layers)),
+            feats = {"const": 1.0, "layers_ms": total / scale, "nchwc_ms": blocked / scale,
+                     "plain_ms": (total - blocked) / scale, "layers": float(len(layers)),
                      "other_mb": other_mb * mean_keep, "others": float(len(prof.others))}
             return scale * fit.predict(feats)
 
