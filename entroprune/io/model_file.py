@@ -136,14 +136,14 @@ def load(path: str | Path, *, allow_nonfinite: bool = False) -> nn.Module:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{path}: cannot read weights (truncated?): {e}") from None
-    bad = None if allow_nonfinite else first_nonfinite(tensors)
-    if bad is not None:
-        raise ModelFileError(f"{path} holds non-finite weights, first {bad}; {NONFINITE_ADVICE} "
-                             "(entroprune.load(path, allow_nonfinite=True) reads it anyway)")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ModelFileError(f"{path}: weights do not fit the rebuilt model: {e}") from None
+    bad = None if allow_nonfinite else first_nonfinite(model)       # in the model's order of layers
+    if bad is not None:
+        raise ModelFileError(f"{path} holds non-finite weights, first {bad}; {NONFINITE_ADVICE} "
+                             "(entroprune.load(path, allow_nonfinite=True) reads it anyway)")
     model.entroprune_history = list(doc.get("history", []))
     model.entroprune_info = dict(doc.get("info", {}))
     return model.eval()

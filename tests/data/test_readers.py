@@ -140,3 +140,46 @@ def test_damaged_cifar_batch_is_a_clear_error(tmp_path, damage, message):
     with pytest.raises(ValueError, match=f"data_batch_1 .*{message}") as e:
         load_data("cifar10", data_dir=tmp_path)
     assert "--data-dir" in str(e.value)
+
+
+class _RunsCode:
+    """What a planted pickle does: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path, protocol):
+    marker = tmp_path / "code-ran"
+    bad = _cifar_folder(tmp_path)
+    batch = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 9], b"x": _RunsCode(marker)}
+    bad.write_bytes(pickle.dumps(batch, protocol=protocol))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"data_batch_1 is not a plain CIFAR-10 batch: it asks to load "
+                                         r"posix\.system.*could run code"):
+        load_data("cifar10", data_dir=tmp_path)
+    assert not marker.exists()                                 # refused before anything was called
+    res = CliRunner().invoke(app, ["eval", "lenet5", "--dataset", "cifar10", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "refusing to unpickle it" in res.output and "Traceback" not in res.output
+    assert not marker.exists()
+
+
+def test_cifar_batches_of_python_2_and_numpy_1_still_load(tmp_path):
+    """The real files were pickled by Python 2 with numpy 1 (``numpy.core``,
+    byte strings, protocol 2); numpy 2 names its module ``numpy._core``."""
+    _cifar_folder(tmp_path)
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1, 4, 1],
+             b"data": np.arange(4 * 3072, dtype=np.int64).astype(np.uint8).reshape(4, 3072),
+             b"filenames": [b"a.png", b"b.png", b"c.png", b"d.png"]}
+    raw = pickle.dumps(batch, protocol=2)
+    if b"numpy._core" in raw:
+        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    (tmp_path / "data_batch_1").write_bytes(raw)
+    x, y = read_cifar10(tmp_path, "train")
+    assert y[:4].tolist() == [3, 1, 4, 1]
+    assert torch.equal(x[0].flatten(), torch.from_numpy(batch[b"data"][0]))

@@ -103,3 +103,20 @@ def test_modules_chosen_by_type_or_by_name():
     with pytest.raises(ValueError, match=f"module '{linear}' outputs"), torch.no_grad():
         with ActivationStats(model, [linear]):
             model(x)
+
+
+def test_non_finite_activations_are_a_clear_error():
+    import pytest
+
+    from entroprune.reconstruct import NonFiniteError
+
+    model = create("lenet5").eval()
+    with torch.no_grad():
+        model.features[3].weight[0, 0, 0, 0] = float("nan")
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(NonFiniteError, match=r"output of module 'features\.4' holds 200 NaN"):
+        with ActivationStats(model, None, ("aura",)), torch.no_grad():
+            model(x)
+    with pytest.raises(NonFiniteError, match=r"input of rectifier 'features\.4' holds 200 NaN"):
+        with RectifierStats(model, ["features.1", "features.4"]), torch.no_grad():
+            model(x)

@@ -97,3 +97,25 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_non_finite_weights_are_refused_naming_the_first_bad_tensor(tmp_path):
+    model = create("lenet5")
+    with torch.no_grad():
+        model.features[3].bias[:2] = float("nan")             # first in the order of layers ...
+        model.classifier[1].weight[0, 0] = float("inf")       # ... though "classifier" sorts first
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(ModelFileError, match=r"refusing to save .*first features\.3\.bias \(2 NaN of 16 values\)"):
+        save(model, path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    save(model, path, allow_nonfinite=True)                   # a repair tool may write it ...
+    with pytest.raises(ModelFileError, match=r"m\.safetensors holds non-finite weights, first features\.3\.bias"):
+        load(path)
+    again = load(path, allow_nonfinite=True)                  # ... and read it back, as it is
+    assert torch.isinf(again.classifier[1].weight[0, 0]) and torch.isnan(again.features[3].bias[:2]).all()
+
+
+def test_damaged_metadata_is_a_clear_error(tmp_path):
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "m.safetensors"), metadata={"entroprune": "{not json"})
+    with pytest.raises(ModelFileError, match="metadata is not JSON"):
+        load(tmp_path / "m.safetensors")
