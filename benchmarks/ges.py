@@ -33,7 +33,7 @@ from entroprune.measure import count_macs
 from entroprune.models.pretrained import pretrained_path
 from entroprune.pruning import PruneConfig, get_criterion, prune_to_macs
 from entroprune.sparsify import SparsifyConfig, sparsify
-from entroprune.sparsify.entropic import solver_cost
+from entroprune.sparsify._bench import solver_cost
 from entroprune.training import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

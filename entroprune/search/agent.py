@@ -12,11 +12,13 @@ DDPG: T. Lillicrap et al., arXiv 1509.02971; METHODS.md section 3).
   baseline of the final rewards is given to every transition of the episode,
   and each transition of a post-warm-up episode is followed by one update.
 
-From stable-baselines3: the replay buffer, the MLP builder and the soft
-update. Written here: the AMC exploration schedule, the episode-level reward
-with baseline, and a complete, resumable state (``state_dict``). All randomness
-comes from one seeded ``numpy`` generator and a seeded ``torch`` generator for
-the initial weights, so the same seed gives the same episodes.
+From stable-baselines3: the replay buffer's storage (its public arrays,
+``add``, ``pos``, ``full``), the MLP builder and the soft update. Written here:
+sampling a batch from those arrays, the AMC exploration schedule, the
+episode-level reward with baseline, and a complete, resumable state
+(``state_dict``). All randomness comes from one seeded ``numpy`` generator and
+a seeded ``torch`` generator for the initial weights, so the same seed gives
+the same episodes.
 """
 
 from __future__ import annotations
@@ -129,21 +131,32 @@ class DDPGAgent:
         return {"advantage": advantage, "critic_loss": float(np.mean([x["critic_loss"] for x in losses])),
                 "actor_loss": float(np.mean([x["actor_loss"] for x in losses]))}
 
+    def sample(self, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Transitions ``idx`` (B,) of the buffer's single environment as float32
+        tensors: observations (B, obs_dim), actions (B, 1), next observations
+        (B, obs_dim), rewards (B, 1), dones (B, 1). Copies, so later writes to
+        the buffer do not reach a batch; no timeouts are recorded
+        (``handle_timeout_termination=False``), so ``dones`` are the episode ends."""
+        b = self.buffer
+        return tuple(torch.tensor(a) for a in (
+            b.observations[idx, 0], b.actions[idx, 0], b.next_observations[idx, 0],
+            b.rewards[idx, 0].reshape(-1, 1), b.dones[idx, 0].reshape(-1, 1)))
+
     def update(self) -> dict[str, float]:
         """One DDPG step on a batch drawn (with replacement) from the buffer."""
         size = self.buffer.buffer_size if self.buffer.full else self.buffer.pos
         if size == 0:
             raise RuntimeError("the replay buffer is empty")
         idx = self.rng.integers(0, size, self.cfg.batch_size)
-        batch = self.buffer._get_samples(idx)  # noqa: SLF001 (sampling with our own generator)
+        obs, actions, next_obs, rewards, dones = self.sample(idx)
         with torch.no_grad():
-            next_q = self.critic_target(batch.next_observations, self.actor_target(batch.next_observations))
-            target = batch.rewards + self.cfg.discount * (1.0 - batch.dones) * next_q   # (B, 1)
-        critic_loss = F.mse_loss(self.critic(batch.observations, batch.actions), target)
+            next_q = self.critic_target(next_obs, self.actor_target(next_obs))
+            target = rewards + self.cfg.discount * (1.0 - dones) * next_q                 # (B, 1)
+        critic_loss = F.mse_loss(self.critic(obs, actions), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        actor_loss = -self.critic(batch.observations, self.actor(batch.observations)).mean()
+        actor_loss = -self.critic(obs, self.actor(obs)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()

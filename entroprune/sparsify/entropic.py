@@ -112,7 +112,7 @@ def _expand(w_hat: torch.Tensor, group: int) -> torch.Tensor:
     return w_hat.repeat_interleave(group)                  # (C,) -> (D,)
 
 
-def evaluate(m: Moments, log_w: torch.Tensor, B: torch.Tensor, cfg: EntropicConfig,
+def objective_and_gradient(m: Moments, log_w: torch.Tensor, B: torch.Tensor, cfg: EntropicConfig,
              ) -> tuple[float, torch.Tensor]:
     """``F(w, B)`` in standardised units, and ``D_c = dL/dw_c`` at fixed B
     (``C * sum_{j in c} 2 B_j.(G V - S)_j``, ``V = diag(w_hat) B``); one product with G."""
@@ -128,12 +128,12 @@ def evaluate(m: Moments, log_w: torch.Tensor, B: torch.Tensor, cfg: EntropicConf
 
 def objective(m: Moments, log_w: torch.Tensor, B: torch.Tensor, cfg: EntropicConfig) -> float:
     """F(w, B) in standardised units."""
-    return evaluate(m, log_w, B, cfg)[0]
+    return objective_and_gradient(m, log_w, B, cfg)[0]
 
 
 def gradient(m: Moments, log_w: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``D_c = dF/dw_c`` (loss part) at fixed ``B``."""
-    return evaluate(m, log_w, B, EntropicConfig())[1]
+    return objective_and_gradient(m, log_w, B, EntropicConfig())[1]
 
 
 def b_step(m: Moments, log_w: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -187,7 +187,7 @@ def solve(x: torch.Tensor | Moments, y: torch.Tensor | None = None, group: int =
     c = m.channels
     log_w = torch.full((c,), -math.log(c), dtype=torch.float64)     # uniform start
     B = b_step(m, log_w, cfg.ridge)
-    f, grad = evaluate(m, log_w, B, cfg)
+    f, grad = objective_and_gradient(m, log_w, B, cfg)
     trace = [f]
     tau, converged, iterations = cfg.eps_e, False, 0
     for it in range(1, cfg.max_iter + 1):
@@ -200,13 +200,13 @@ def solve(x: torch.Tensor | Moments, y: torch.Tensor | None = None, group: int =
                 tau = max(4 * tau, 1e-12) if tau_max is None else min(4 * tau, tau_max)
                 continue
             new_B = b_step(m, new_log, cfg.ridge)
-            new_f, new_grad = evaluate(m, new_log, new_B, cfg)
+            new_f, new_grad = objective_and_gradient(m, new_log, new_B, cfg)
             trials += 1
             if new_f <= trace[-1]:
                 break
             if tau_max is not None and tau >= tau_max:
                 # the majoriser guarantees F(w', B) <= F(w, B); keep B if rounding made B*(w') worse
-                kept, kept_grad = evaluate(m, new_log, B, cfg)
+                kept, kept_grad = objective_and_gradient(m, new_log, B, cfg)
                 if kept < new_f:
                     new_B, new_f, new_grad = B, kept, kept_grad
                 break
@@ -222,38 +222,3 @@ def solve(x: torch.Tensor | Moments, y: torch.Tensor | None = None, group: int =
             break
     return EntropicResult(log_w.exp(), log_w, B, grad, trace, iterations, converged, time.perf_counter() - t0)
 
-
-def synthetic_layer(n: int, channels: int, outputs: int, group: int, active: list[int],
-                    noise: float = 0.01, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patches (n, channels * group) and outputs (n, outputs) of a linear layer
-    whose outputs depend only on the ``active`` input channels (plus noise)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, channels * group, generator=gen)
-    w = torch.randn(outputs, channels, group, generator=gen)
-    mask = torch.zeros(channels)
-    mask[active] = 1.0
-    w = (w * mask[None, :, None]).reshape(outputs, -1)    # (O, D)
-    y = x @ w.T + 0.5 + noise * torch.randn(n, outputs, generator=gen)
-    return x, y
-
-
-def solver_cost(sizes: list[int], channels: int = 64, outputs: int = 64, group: int = 9,
-                cfg: EntropicConfig | None = None, seed: int = 0) -> list[dict[str, float]]:
-    """Wall time of the solver against the number of sampled patches.
-
-    One synthetic layer (half of its channels active) is drawn with the largest
-    size; each row solves on its first ``n`` patches and reports the time of the
-    Gram matrices (grows with ``n``) and of the iterations (does not)."""
-    cfg = cfg or EntropicConfig()
-    x, y = synthetic_layer(max(sizes), channels, outputs, group, list(range(0, channels, 2)), seed=seed)
-    rows = []
-    for n in sizes:
-        t0 = time.perf_counter()
-        m = moments(x[:n], y[:n], group, cfg.fit_intercept)
-        t1 = time.perf_counter()
-        res = solve(m, cfg=cfg)
-        t2 = time.perf_counter()
-        rows.append({"n_patches": n, "columns": channels * group, "gram_seconds": t1 - t0,
-                     "solve_seconds": t2 - t1, "total_seconds": t2 - t0,
-                     "iterations": res.iterations, "seconds_per_iteration": (t2 - t1) / max(1, res.iterations)})
-    return rows

@@ -58,3 +58,30 @@ def test_same_seed_same_actions_and_state_round_trip():
     c.load_state_dict(a.state_dict())
     assert run(c) == run(a)        # continuing from a copied state is identical
     assert a.baseline == c.baseline
+
+
+def test_batches_are_the_stored_transitions_drawn_by_the_agents_generator():
+    agent = DDPGAgent(3, DDPGConfig(warmup=0, batch_size=4), seed=0)
+    stored = []
+    for i in range(6):                                  # transition i: obs (i, i, i), action 0.2 + i/10, reward -i
+        obs, nxt = np.full(3, i, np.float32), np.full(3, i + 0.5, np.float32)
+        agent.buffer.add(obs, nxt, np.array([0.2 + i / 10], np.float32), np.array([-float(i)]),
+                         np.array([float(i == 5)]), [{}])
+        stored.append((obs, 0.2 + i / 10, nxt, -float(i), float(i == 5)))
+    idx = np.array([5, 0, 3, 3])
+    obs, actions, next_obs, rewards, dones = agent.sample(idx)
+    assert obs.shape == next_obs.shape == (4, 3) and actions.shape == rewards.shape == dones.shape == (4, 1)
+    for row, i in enumerate(idx):
+        o, a, n, r, d = stored[i]
+        assert np.array_equal(obs[row].numpy(), o) and np.array_equal(next_obs[row].numpy(), n)
+        assert actions[row, 0].item() == np.float32(a) and rewards[row, 0].item() == r and dones[row, 0].item() == d
+    agent.buffer.observations[5] = -1.0                 # a batch is a copy
+    assert obs[0, 0].item() == 5.0
+    # the update draws its indices from the agent's seeded generator, nothing global
+    state = np.random.get_state()
+    twin = np.random.default_rng(0)
+    twin.bit_generator.state = agent.rng.bit_generator.state
+    agent.update()
+    assert np.array_equal(np.random.get_state()[1], state[1])
+    twin.integers(0, 6, 4)                              # the one draw an update makes: batch_size of 6 stored
+    assert agent.rng.bit_generator.state == twin.bit_generator.state

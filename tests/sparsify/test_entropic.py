@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from entroprune.sparsify import EntropicConfig, refit, relative_error, solve, solver_cost, synthetic_layer
+from entroprune.sparsify import EntropicConfig, refit, relative_error, solve
+from entroprune.sparsify._bench import solver_cost, synthetic_layer
 from entroprune.sparsify.entropic import (
     b_step,
     channel_quadratic,
