@@ -1,8 +1,10 @@
 """``entroprune depth``: depth reduction by neuron-state entropy, EASIER
 (Quetu et al., arXiv 2404.18949) or NEPENTHE (Liao et al., arXiv 2404.16890),
 METHODS.md sections 4 and 5; implemented in ``entroprune/depth/easier.py``
-and ``entroprune/depth/nepenthe.py``. The run folder is resumable: rerun the
-same command to continue after an interruption."""
+and ``entroprune/depth/nepenthe.py`` (the random baseline in
+``random_baseline.py``), finished and reported by
+``entroprune/reporting/depth_report.py``. The run folder is resumable: rerun
+the same command to continue after an interruption."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from typing import Optional
 
 import typer
 
-from ..depth.depth_report import write_report
-from ..depth.easier import EasierConfig, RunFolder, comparison_row, easier, random_removal
+from ..depth.easier import EasierConfig, easier
 from ..depth.nepenthe import NepentheConfig, nepenthe
-from ..io import atomic_write_json
-from ..io.lock import RunLock
+from ..depth.random_baseline import random_removal
+from ..depth.runner import RunFolder
+from ..reporting.depth_report import add_random_comparison, finish_run
 from ..training import TrainConfig
 from .common import check_number, check_output, fail, get_data, get_model, set_threads
 from .options import DataDir, Dataset, Epochs, Lr, Restart, Seed, Threads
@@ -65,7 +67,7 @@ def depth_cmd(
     net = get_model(model, data)
     common = dict(tolerance=tolerance, finetune=ft, train_limit=train_limit, entropy_batches=entropy_batches,
                   latency=latency, latency_threads=threads or 2, progress=True)
-    with RunLock(out):                         # one job per run folder
+    with RunFolder(out).locked():              # one job per run folder
         if restart:
             for folder in (out, out / "random"):
                 RunFolder(folder).clear()
@@ -77,15 +79,13 @@ def depth_cmd(
                 cfg = NepentheConfig(zeta=zeta, temperature=temperature, max_layer_fraction=max_layer_fraction,
                                      max_rounds=max_rounds, **common)
                 result = nepenthe(net, data, cfg, out)
+            finish_run(result, data, cfg)     # fold the best step, measure it, write the report
         except ValueError as e:
             fail(str(e))
         if random_baseline and method == "easier" and result.best_step > 0:
             counts = [len(r["removed"]) for r in result.rows[1:result.best_step + 1]]
             rnd = random_removal(get_model(model, data), data, counts, cfg, out / "random", seed=seed)
-            state = RunFolder(out).read_state()
-            state["comparison"] = [comparison_row(result, "easier"), comparison_row(rnd, f"random (seed {seed})")]
-            atomic_write_json(out / "state.json", state)
-            write_report(out, state, others={"random": rnd.rows})
+            add_random_comparison(result, finish_run(rnd, data, cfg, report=False), seed)
     f = result.final
     typer.echo((out / "report.md").read_text())
     typer.echo(json.dumps({"out": str(out), "best_step": result.best_step, "stop_reason": result.stop_reason,

@@ -1,11 +1,13 @@
-"""Depth reduction: folding the linear neighbours left when EASIER / NEPENTHE
-replace rectifiers by the identity (METHODS.md sections 4 and 5).
+"""Depth reduction (docs/METHODS.md sections 4 and 5): EASIER and NEPENTHE
+remove rectifiers (``easier.py``, ``nepenthe.py``, the random baseline in
+``random_baseline.py``, their shared resumable loop in ``runner.py``), and
+folding merges the linear neighbours they leave (``fold*.py``).
 
 Importing this package registers the ``Zero`` and ``Constant`` leaves with save/load."""
 
 # the loops themselves: entroprune.depth.easier.easier / entroprune.depth.nepenthe.nepenthe
 # (not re-exported here: the function names would hide their modules)
-from .easier import DepthResult, EasierConfig
+from .easier import EasierConfig
 from .fold import FoldConfig, fold, summarize
 from .fold_layers import (
     Constant,
@@ -21,7 +23,8 @@ from .fold_layers import (
     measure_merge,
 )
 from .nepenthe import NepentheConfig
+from .runner import DepthConfig, DepthResult
 
-__all__ = ["DepthResult", "EasierConfig", "NepentheConfig",
+__all__ = ["DepthConfig", "DepthResult", "EasierConfig", "NepentheConfig",
            "Constant", "ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
            "compose_linears", "fold", "fold_batchnorm", "interior_mask", "measure_merge", "summarize"]

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..io.module_specs import set_submodule
 from ..measure import count_depth, count_macs, count_params
 from .fold_dead import plan_dead_branches
 from .fold_graph import FlowGraph, FoldPlan, Shapes, capture_inputs, record_shapes, skip_entry
@@ -269,7 +268,7 @@ def _apply(model: nn.Module, plans: list[FoldPlan], x: torch.Tensor) -> list[dic
     for p in plans:
         dev = measure_merge(p.original, p.merged, inputs[p.entry])
         for name, new in p.replacements.items():
-            set_submodule(model, name, new)
+            model.set_submodule(name, new)
         names = {"max_abs": "max_dev", "mean_abs": "mean_dev", "interior_max_abs": "interior_max_dev",
                  "border_max_abs": "border_max_dev", "border_fraction": "border_fraction"}
         done.append({"kind": p.kind, "layers": p.layers, "into": p.entry} | p.info

@@ -1,13 +1,13 @@
 """NEPENTHE: entropy-weighted unstructured pruning that empties layers (Z. Liao,
 V. Quetu, V.-T. Nguyen, E. Tartaglione, "NEPENTHE: Entropy-Based Pruning as a
 Neural Network Depth's Reducer", arXiv 2404.16890; the procedure of its
-predecessor EGP, arXiv 2308.06619; METHODS.md section 5).
+predecessor EGP, arXiv 2308.06619; docs/METHODS.md section 5).
 
 One round:
-1. every Conv2d / Linear that feeds a rectifier (found by tracing:
-   ``entroprune.entropy.conv_sites`` for convolutions, the same forward walk
-   here for linear layers) gets the state entropy ``H_l`` of its rectifier,
-   over non-degenerate neurons only, in eval mode over training batches;
+1. every Conv2d / Linear that feeds a rectifier (on the model's fx graph,
+   ``entroprune.graph``: through BatchNorm, Dropout and residual additions)
+   gets the state entropy ``H_l`` of its rectifier, over non-degenerate
+   neurons only, in eval mode over training batches;
 2. irrelevance ``I_l = H_l * mean|w_l|`` over its non-zero weights; layers
    with ``H_l = 0`` (or without weights left) are not pruned further;
 3. the round's budget, ``zeta`` times the remaining weights of those layers,
@@ -29,7 +29,9 @@ One round:
    left trainable carries the channel's constant from then on. When the
    producer is not a plain conv/linear (+BatchNorm) chain (e.g. behind a
    residual addition), an always-OFF rectifier is kept.
-The run loop, stop rule, resumption and final fold are EASIER's (``easier.py``).
+The run loop, stop rule and resumption are shared with EASIER
+(``runner.py``); folding the best model and the report are the caller's
+(``entroprune.reporting.depth_report.finish_run``).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ import torch.nn.utils.prune as prune
 
 from ..data import DataBundle
 from ..entropy import RectifierStats
-from ..graph import WEIGHTED, ModelGraph
-from .easier import DepthConfig, DepthResult, finetune, finish, measure_rectifiers, remove_rectifiers, run_steps
+from ..graph import WEIGHTED, ModelGraph, warn_functional
+from .runner import DepthConfig, DepthResult, finetune, measure_rectifiers, remove_rectifiers, run_steps
 
 
 @dataclass
@@ -220,8 +222,10 @@ def plan_round(model: nn.Module, entropies: dict[str, float], cfg: NepentheConfi
 
 def nepenthe(model: nn.Module, data: DataBundle, cfg: NepentheConfig | None = None,
              out_dir: str | Path = "runs/nepenthe") -> DepthResult:
-    """Run (or resume) NEPENTHE on ``model`` (not modified)."""
+    """Run (or resume) NEPENTHE on ``model`` (not modified) in ``out_dir``;
+    returns the steps and the best step's model, unfolded."""
     cfg = cfg or NepentheConfig()
+    warn_functional(model, "NEPENTHE")
 
     def measure(m: nn.Module) -> RectifierStats:
         return measure_rectifiers(m, data.train_x, cfg.entropy_batch_size, cfg.entropy_batches)
@@ -256,6 +260,5 @@ def nepenthe(model: nn.Module, data: DataBundle, cfg: NepentheConfig | None = No
     def entropy_fn(m: nn.Module) -> dict[str, float]:
         return measure(m).per_layer(nondegenerate=True)
 
-    result = run_steps(model, data, cfg, out_dir, "nepenthe", entropy_fn=entropy_fn, step_fn=step_fn,
-                       more_fn=more_fn)
-    return finish(result, data, cfg)
+    return run_steps(model, data, cfg, out_dir, "nepenthe", entropy_fn=entropy_fn, step_fn=step_fn,
+                     more_fn=more_fn)

@@ -1,4 +1,5 @@
-"""Channel importance criteria, pluggable into the structural pruner.
+"""Channel importance criteria, pluggable into the structural pruner
+(docs/METHODS.md section 2, "The pruner").
 
 A ``Criterion`` scores the channels of every prunable channel group of a
 model (a group is the set of layers whose channels must be removed together:
@@ -38,8 +39,9 @@ class Criterion:
 
 
 class TorchPruningCriterion(Criterion):
-    """Adapter for a torch-pruning ``Importance`` (normalised by the group's mean
-    so that scores are comparable across layers for global ranking)."""
+    """Adapter for a torch-pruning ``Importance``: its scores as they are. The
+    subclasses build theirs with ``normalizer="mean"`` (each group's scores
+    divided by their mean), so that a global ranking compares groups fairly."""
 
     def __init__(self, importance: tp.importance.Importance):
         self.importance = importance

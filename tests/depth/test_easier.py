@@ -1,6 +1,7 @@
 """EASIER (Quetu et al., arXiv 2404.18949): state-entropy ranking, the step
-loop on the shipped LeNet-5 with real Fashion-MNIST, the stop rule, resumption
-and the random-removal baseline."""
+loop on the shipped LeNet-5 with real Fashion-MNIST, the stop rule, resumption,
+the run folder's lock, squeeze-and-excitation gates and the random-removal
+baseline."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import typer
 
 import entroprune
 from entroprune.depth import easier as easier_mod
-from entroprune.depth.easier import EasierConfig, easier, easier_select, random_removal, state_entropies
+from entroprune.depth.easier import EasierConfig, easier, easier_select
+from entroprune.depth.random_baseline import random_choice
+from entroprune.depth.runner import RunFolder, state_entropies
 from entroprune.entropy import state_entropy
+from entroprune.io.lock import LockedError, RunLock
+from entroprune.reporting.depth_report import finish_run
 from entroprune.training import TrainConfig
 
 
@@ -62,7 +67,10 @@ def test_state_entropy_ranks_the_always_on_rectifier_lowest():
 
 
 def test_easier_removes_rectifiers_step_by_step(fmnist_small, tmp_path):
-    res = easier(lenet(), fmnist_small, quick_cfg(tolerance=100.0, max_removals=2), tmp_path)
+    cfg = quick_cfg(tolerance=100.0, max_removals=2)
+    res = easier(lenet(), fmnist_small, cfg, tmp_path)
+    assert res.final == {} and not (tmp_path / "report.md").exists()      # finishing is the caller's
+    res = finish_run(res, fmnist_small, cfg)
     rows = res.rows
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert res.stop_reason.startswith("max_removals") and res.best_step == 2
@@ -90,7 +98,8 @@ def test_easier_removes_rectifiers_step_by_step(fmnist_small, tmp_path):
 
 
 def test_easier_stop_rule_keeps_last_step_within_tolerance(fmnist_small, tmp_path):
-    res = easier(lenet(), fmnist_small, quick_cfg(tolerance=0.0, max_removals=3), tmp_path)
+    cfg = quick_cfg(tolerance=0.0, max_removals=3)
+    res = finish_run(easier(lenet(), fmnist_small, cfg, tmp_path), fmnist_small, cfg)
     rows, start = res.rows, res.rows[0]["val_acc"]
     assert res.stop_reason.startswith("validation accuracy")
     assert rows[-1]["val_acc"] < start                   # stopped right after the first drop
@@ -129,14 +138,39 @@ def test_easier_resumes_after_interruption(fmnist_small, tmp_path, monkeypatch):
         easier(lenet(), fmnist_small, quick_cfg(tolerance=100.0, max_removals=2, train_limit=128), tmp_path / "b")
 
 
-def test_random_removal_is_seeded(fmnist_small, tmp_path):
-    cfg = quick_cfg(fold_steps=False)
-    a = random_removal(lenet(), fmnist_small, [1, 1], cfg, tmp_path / "a", seed=3)
-    assert [len(r["removed"]) for r in a.rows] == [0, 1, 1]
-    names = [n for r in a.rows for n in r["removed"]]
-    assert len(set(names)) == 2 and a.best_step == 2 and a.final["rectifiers_removed"] == 2
-    b = random_removal(lenet(), fmnist_small, [1, 1], cfg, tmp_path / "b", seed=3)
-    assert [r["removed"] for r in b.rows] == [r["removed"] for r in a.rows]
+def test_random_choice_is_seeded_by_seed_and_step():
+    alive = [f"relu{i}" for i in range(12)]
+    a = random_choice(alive, 3, seed=3, step=1)
+    assert a == random_choice(list(alive), 3, seed=3, step=1)             # the same draw, whatever came before
+    assert len(set(a)) == 3 and a == [n for n in alive if n in a]         # distinct, in forward order
+    assert random_choice(alive, 3, seed=4, step=1) != a                   # another seed, another draw
+    assert random_choice(alive, 3, seed=3, step=2) != a                   # each step draws anew
+    assert random_choice(alive[:2], 5, seed=0, step=1) == alive[:2]       # fewer left than asked: all
+
+
+def test_run_folder_is_locked_while_a_run_uses_it(tmp_path):
+    folder = RunFolder(tmp_path)
+    with folder.locked():
+        with RunFolder(tmp_path).locked():                                # the same process may re-enter
+            pass
+        with pytest.raises(LockedError, match="in use"):                  # a second job may not
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):                                               # released after the run
+        pass
+
+
+def test_gates_are_never_removed(fmnist_small):
+    """A squeeze-and-excitation gate saturated ON has the lowest state entropy
+    of the model, yet EASIER never picks it: replacing it would change what
+    the block computes."""
+    from tests.entropy.test_sites import SEBlock
+
+    model = SEBlock(nn.Sigmoid()).eval()
+    with torch.no_grad():
+        model.excite.bias.fill_(20.0)                                     # gate input always > 0
+    ent = state_entropies(model, fmnist_small.train_x[:64], batch_size=32)
+    assert list(ent) == ["act", "relu"]                                   # the gate is not measured
+    assert "gate" not in easier_select(ent)
 
 
 def test_depth_command_with_random_baseline(tmp_path):

@@ -14,18 +14,19 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 import entroprune
-from entroprune.depth import easier as easier_mod
-from entroprune.depth.easier import measure_rectifiers
 from entroprune.depth.nepenthe import (
     NepentheConfig,
     allocate_budget,
     apply_masks,
     magnitude_mask,
     nepenthe,
+    producer_chains,
     prunable_layers,
     remove_masks,
     replace_degenerate,
 )
+from entroprune.depth.runner import best_step, measure_rectifiers
+from entroprune.reporting.depth_report import finish_run
 from entroprune.training import TrainConfig, train
 from entroprune.training import trainer as trainer_mod
 
@@ -114,6 +115,17 @@ def test_masks_survive_finetuning_and_save_load(fmnist_small, tmp_path):
     assert torch.equal(back(x), model.eval()(x))
 
 
+def test_gates_are_never_pruned():
+    """The excitation convolution of a squeeze-and-excitation block feeds a
+    gate, not a rectifier: NEPENTHE leaves it (and the gate) alone."""
+    from tests.entropy.test_sites import SEBlock
+
+    for gate in (nn.Sigmoid(), nn.Hardsigmoid()):
+        model = SEBlock(gate)
+        assert prunable_layers(model) == {"conv": "act", "squeeze": "relu"}
+        assert set(producer_chains(model)) == {"act", "relu"}              # bn -> act, squeeze -> relu
+
+
 def test_nepenthe_round_on_lenet_reaches_the_expected_sparsity(fmnist_small, tmp_path):
     model = lenet()
     layers = prunable_layers(model)
@@ -121,7 +133,8 @@ def test_nepenthe_round_on_lenet_reaches_the_expected_sparsity(fmnist_small, tmp
                       "classifier.1": "classifier.2", "classifier.3": "classifier.4"}
     total = sum(model.get_submodule(n).weight.numel() for n in layers)
     assert all(int((model.get_submodule(n).weight == 0).sum()) == 0 for n in layers)
-    res = nepenthe(model, fmnist_small, quick_cfg(max_rounds=1), tmp_path)
+    cfg = quick_cfg(max_rounds=1)
+    res = finish_run(nepenthe(model, fmnist_small, cfg, tmp_path), fmnist_small, cfg)
     row = res.rows[1]
     assert all(h > 0 for h in res.rows[0]["entropies"].values())   # every layer eligible
     assert row["budget"] == round(0.5 * total) and sum(row["allocation"].values()) == row["budget"]
@@ -152,7 +165,7 @@ def test_nepenthe_resumes_inside_a_masked_finetune(fmnist_small, tmp_path, monke
     monkeypatch.setattr(trainer_mod, "atomic_torch_save", real_save)
     resumed = nepenthe(lenet(), fmnist_small, cfg, tmp_path / "b")
     assert not (tmp_path / "b" / "step_002.ckpt").exists()
-    assert easier_mod.best_step(resumed.rows, None) == 2
+    assert best_step(resumed.rows, None) == 2
     drop = ("seconds", "latency_ratio")
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.rows] == \
            [{k: v for k, v in r.items() if k not in drop} for r in straight.rows]

@@ -1,8 +1,16 @@
 """Reports of depth-reduction runs (EASIER, Quetu et al., arXiv 2404.18949;
-NEPENTHE, Liao et al., arXiv 2404.16890; METHODS.md sections 4 and 5): the
-per-step Markdown table, per-rectifier entropies over the steps (table and
-heatmap), accuracy versus rectifiers removed, the final fold, and the
-comparison with random removal. Everything is read from the run's
+NEPENTHE, Liao et al., arXiv 2404.16890; docs/METHODS.md sections 4 and 5).
+
+``finish_run`` is what a caller does with a finished run
+(``entroprune.depth.easier`` / ``nepenthe`` / ``random_baseline``): fold the
+best model and save it as ``folded.safetensors``, measure it against the
+starting model (accuracy, depth, MACs, latency), store that as ``final`` in
+``state.json`` and write the report. ``add_random_comparison`` adds the
+random-removal row to an EASIER run's report.
+
+The report: the per-step Markdown table, per-rectifier entropies over the
+steps (table and heatmap), accuracy versus rectifiers removed, the final fold,
+and the comparison with random removal. Everything is read from the run's
 ``state.json`` document, so a report can be rewritten without rerunning."""
 
 from __future__ import annotations
@@ -14,8 +22,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..io import atomic_write_text
-from ..reporting import markdown_table, save_figure
+from ..data import DataBundle
+from ..depth.fold import fold
+from ..depth.fold_layers import FoldError
+from ..depth.runner import DepthConfig, DepthResult, RunFolder
+from ..io import atomic_write_text, load, save
+from ..measure import latency_pairs
+from ..training import evaluate
+from .plots import save_figure
+from .tables import markdown_table
 
 
 def _removed_so_far(rows: list[dict[str, Any]]) -> list[int]:
@@ -24,19 +39,6 @@ def _removed_so_far(rows: list[dict[str, Any]]) -> list[int]:
         total += len(r.get("removed", []))
         out.append(total)
     return out
-
-
-def step_line(method: str, row: dict[str, Any]) -> str:
-    """``easier step 2: removed layer1.1.relu2 | val 93.62% | MACs folded 31.02M | 110 s``."""
-    parts = [f"removed {', '.join(row['removed']) or 'no rectifier'}"]
-    if "sparsity" in row:
-        parts.append(f"weight sparsity {100 * row['sparsity']:.1f}%")
-    parts.append(f"val {row['val_acc']:.2f}%")
-    if "macs_folded" in row:
-        parts.append(f"MACs folded {row['macs_folded'] / 1e6:.2f}M")
-    if "seconds" in row:
-        parts.append(f"{row['seconds']:.0f} s")
-    return f"{method} step {row['step']}: " + " | ".join(parts)
 
 
 def steps_table(state: dict[str, Any]) -> str:
@@ -164,3 +166,80 @@ def write_report(folder: str | Path, state: dict[str, Any],
     if state.get("comparison"):
         parts += ["## Comparison", "", comparison_table(state["comparison"]), ""]
     return atomic_write_text(folder / "report.md", "\n".join(parts))
+
+
+# ------------------------------------------------------------------ finishing a run
+
+def finish_run(result: DepthResult, data: DataBundle, cfg: DepthConfig, report: bool = True) -> DepthResult:
+    """Fold the best model, save it as ``folded.safetensors``, measure it
+    against the starting model (and the starting model folded), store the
+    measurements as ``state["final"]`` and (``report``) write the report.
+    Fills ``result.folded`` and ``result.final``; returns ``result``."""
+    folder = RunFolder(result.out_dir)
+    with folder.locked():
+        shape = tuple(data.train_x.shape[1:])
+        base = load(folder.model_path(0))
+        chosen = result.model
+        x = data.val_x[:cfg.fold_examples]                                # (n, C, H, W) real images
+        removed = sum(len(r["removed"]) for r in result.rows[1:result.best_step + 1])
+        final: dict[str, Any] = {"best_step": result.best_step, "stop_reason": result.stop_reason,
+                                 "rectifiers_removed": removed,
+                                 "val_acc_base": result.rows[0]["val_acc"],
+                                 "val_acc": result.rows[result.best_step]["val_acc"],
+                                 "test_acc_base": evaluate(base, data.test_x, data.test_y)}
+        try:
+            folded, rep = fold(chosen, x)
+            base_folded, base_rep = fold(base, x)
+            final.update(conv_linear_before=rep["conv_linear_before"], conv_linear_after=rep["conv_linear_after"],
+                         layers_removed=rep["conv_linear_before"] - rep["conv_linear_after"],
+                         nonlinear_before=base_rep["nonlinear_before"], nonlinear_after=rep["nonlinear_after"],
+                         macs_base=base_rep["macs_before"], macs_after=rep["macs_after"],
+                         macs_base_folded=base_rep["macs_after"],
+                         conv_linear_base_folded=base_rep["conv_linear_after"],
+                         max_abs_deviation=rep["max_abs_deviation"])
+        except (FoldError, RuntimeError) as e:
+            folded, base_folded = chosen, None
+            final["fold_error"] = str(e)
+        final["test_acc"] = evaluate(folded, data.test_x, data.test_y)
+        final["val_acc_folded"] = evaluate(folded, data.val_x, data.val_y)
+        save(folded, folder.path / "folded.safetensors", info={"method": result.method, "step": result.best_step})
+        if cfg.latency:
+            final["latency"] = _latency(base, folded, shape, cfg)
+            if base_folded is not None:
+                final["latency_vs_base_folded"] = _latency(base_folded, folded, shape, cfg)
+        state = folder.read_state() or {}
+        state["final"] = final
+        folder.write_state(state)
+        result.folded, result.final = folded, final
+        if report:
+            write_report(folder.path, state)
+    return result
+
+
+def _latency(base, folded, shape: tuple[int, ...], cfg: DepthConfig) -> list[dict[str, Any]]:
+    """Base vs folded median latency at the final batch sizes."""
+    return [dict(batch_size=p.batch_size, base_ms=p.base_ms, folded_ms=p.pruned_ms, speedup=p.speedup)
+            for p in latency_pairs(base, folded, shape, cfg.final_latency_batches, repeats=cfg.latency_repeats,
+                                   threads=cfg.latency_threads)]
+
+
+def comparison_row(result: DepthResult, label: str) -> dict[str, Any]:
+    """One row for the comparison table of a report (from a finished run's ``final``)."""
+    f = result.final
+    return {"label": label, "rectifiers_removed": f.get("rectifiers_removed"), "val_acc": f.get("val_acc"),
+            "test_acc": f.get("test_acc"), "macs_after": f.get("macs_after"),
+            "conv_linear_after": f.get("conv_linear_after"),
+            "speedup_b1": next((p["speedup"] for p in f.get("latency", []) if p["batch_size"] == 1), None)}
+
+
+def add_random_comparison(result: DepthResult, random_run: DepthResult, seed: int) -> Path:
+    """Store the comparison of finished ``result`` (EASIER) with its finished
+    random-removal baseline in ``result``'s ``state.json`` and rewrite its
+    report with both accuracy curves."""
+    folder = RunFolder(result.out_dir)
+    with folder.locked():
+        state = folder.read_state()
+        state["comparison"] = [comparison_row(result, result.method),
+                               comparison_row(random_run, f"random (seed {seed})")]
+        folder.write_state(state)
+        return write_report(folder.path, state, others={"random": random_run.rows})
