@@ -39,6 +39,7 @@ def inputs(tmp_path_factory) -> Path:
         model.features[3].bias[:2] = float("nan")
         model.classifier[1].weight[0, 0] = float("inf")
     entroprune.save(model, folder / "nan.safetensors", allow_nonfinite=True)
+    torch.save(model.state_dict(), folder / "nan.pt")                   # for --factory
     raw = (folder / "good.safetensors").read_bytes()
     (folder / "trunc.safetensors").write_bytes(raw[: len(raw) // 2])
     (folder / "afile").write_text("not a folder")
@@ -104,6 +105,8 @@ NAN_CASES = [Case(f"nan-{verb}", args, ("non-finite", NAN_FIRST)) for verb, args
     ("depth", ["depth", NAN, *S, "--out", "{w}/d"]),
     ("sparsify", ["sparsify", NAN, *S, "--out", "{w}/m.safetensors"]),
     ("quantize", ["quantize", NAN, *S, "--out", "{w}/m.onnx"]),
+    ("factory", ["prune", "{in}/nan.pt", "--factory", "entroprune.models.lenet:lenet5", *S, "--out",
+                 "{w}/m.safetensors"]),
 ]]
 
 # every verb with an output: (verb and arguments before --out, a file output?)
