@@ -114,8 +114,10 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen([str(ENTROPRUNE), "train", "lenet5", "--dataset", "synthetic", "--epochs", "200",
                              "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stderr.readline()                                   # the command has started
-        assert first.startswith("warning: lenet5 is a new, untrained model"), first
+        seen = [proc.stderr.readline() for _ in range(1)]
+        while not seen[-1].startswith("warning: lenet5 is a new") and seen[-1] and len(seen) < 50:
+            seen.append(proc.stderr.readline())                          # wait until the command has started
+        assert seen[-1].startswith("warning: lenet5 is a new, untrained model"), seen
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
