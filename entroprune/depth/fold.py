@@ -28,7 +28,6 @@ imported).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..measure import count_depth, count_macs, count_params
+from ..measure.complexity import conv_macs, layer_macs, linear_macs
 from .fold_dead import plan_dead_branches
 from .fold_graph import FlowGraph, FoldPlan, Shapes, capture_inputs, record_shapes, skip_entry
 from .fold_layers import (
@@ -49,9 +49,7 @@ from .fold_layers import (
     compose_linears,
     composite_groups,
     conv_kind,
-    conv_macs,
     fold_batchnorm,
-    layer_macs,
     measure_merge,
     unsupported_conv,
 )
@@ -107,10 +105,10 @@ def _plan_batchnorms(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[lis
 def _segment_macs(mods: list[nn.Module], names: list[str], shapes: Shapes) -> int:
     """MACs of ``mods`` merged into one layer; FoldError if they cannot be."""
     if len(mods) == 1:
-        return layer_macs(mods[0], shapes[names[0]])
+        return layer_macs(mods[0], shapes[names[0]][1])
     out_shape = shapes[names[-1]][1]
     if isinstance(mods[0], nn.Linear):
-        return math.prod(out_shape) * mods[0].in_features
+        return linear_macs(out_shape, mods[0].in_features)
     for m in mods:
         reason = unsupported_conv(m)
         if reason:
@@ -195,7 +193,7 @@ def _plan_chains(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fo
             exact = isinstance(seg[0], nn.Linear) or all(tuple(m.padding) == (0, 0) for m in seg[1:])
             repl = {seg_names[0]: merged} | {nm: nn.Identity() for nm in seg_names[1:]}
             info = {"exact": exact, "what": _describe(seg),
-                    "macs_before": sum(layer_macs(m, shapes[nm]) for m, nm in zip(seg, seg_names)),
+                    "macs_before": sum(layer_macs(m, shapes[nm][1]) for m, nm in zip(seg, seg_names)),
                     "macs_after": _segment_macs(seg, seg_names, shapes)}
             plans.append(FoldPlan("chain", seg_names, repl, seg_names[0], list(seg), merged, info))
     return plans, skipped
@@ -240,7 +238,8 @@ def _plan_skips(g: FlowGraph, shapes: Shapes, cfg: FoldConfig) -> tuple[list[Fol
             except FoldError as e:
                 skipped.append(skip_entry("skip", layers, str(e)))
                 break
-            before = layer_macs(conv, shapes[name]) + (layer_macs(skip_conv, shapes[skip_name]) if skip_conv else 0)
+            before = layer_macs(conv, shapes[name][1]) + (
+                layer_macs(skip_conv, shapes[skip_name][1]) if skip_conv else 0)
             after = conv_macs(out_shape, merged.in_channels, merged.groups, tuple(merged.kernel_size))
             if after > before and not cfg.force:
                 why = (f"absorbing the skip would raise MACs from {before:,} to {after:,} "

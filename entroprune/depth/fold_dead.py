@@ -22,8 +22,9 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
+from ..measure.complexity import layer_macs
 from .fold_graph import FlowGraph, FoldPlan, Shapes
-from .fold_layers import Constant, Zero, layer_macs
+from .fold_layers import Constant, Zero
 
 
 def _emptied(m: nn.Module | None, out_shape: tuple[int, ...]) -> bool:
@@ -56,13 +57,13 @@ def plan_dead_branches(g: FlowGraph, shapes: Shapes, cfg: Any = None) -> tuple[l
         if consumers and plan is not None and all(u in owner or g.ignores_input(u) for u in consumers):
             plan.layers.insert(0, node.target)   # dead: data-flow order, producers first
             plan.replacements[node.target] = Zero()
-            plan.info["macs_before"] += layer_macs(m, shapes[node.target])
+            plan.info["macs_before"] += layer_macs(m, shapes[node.target][1])
             owner[node] = plan
         elif _emptied(m, shapes[node.target][1]):
             const = _constant(m, shapes[node.target][1])
             plan = FoldPlan("dead", [node.target], {node.target: const}, node.target, [m], const,
                             {"exact": True, "what": f"emptied {type(m).__name__} -> Constant (its bias)",
-                             "macs_before": layer_macs(m, shapes[node.target]), "macs_after": 0})
+                             "macs_before": layer_macs(m, shapes[node.target][1]), "macs_after": 0})
             plans.append(plan)
             owner[node] = plan
     return plans, []

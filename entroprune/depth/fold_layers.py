@@ -129,21 +129,6 @@ def conv_kind(conv: nn.Conv2d, kernel: Pair | None = None, groups: int | None = 
     return f"pointwise {size}" if k == (1, 1) else f"dense {size}"
 
 
-def conv_macs(out_shape: Sequence[int], in_channels: int, groups: int, kernel: Pair) -> int:
-    """MACs of one image, as ``measure.complexity``: out numel * C_in/g * kh * kw."""
-    return math.prod(out_shape) * (in_channels // groups) * kernel[0] * kernel[1]
-
-
-def layer_macs(m: nn.Module, shape: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
-    """MACs of one image of a Conv2d or Linear leaf with (input, output) ``shape``
-    (batch dim dropped); 0 for any other leaf, as folding counts them."""
-    if isinstance(m, nn.Linear):
-        return math.prod(shape[1]) * m.in_features
-    if isinstance(m, nn.Conv2d):
-        return conv_macs(shape[1], m.in_channels, m.groups, tuple(m.kernel_size))
-    return 0
-
-
 # ---------------------------------------------------------- dense kernels
 
 def dense_weight(conv: nn.Conv2d) -> torch.Tensor:

@@ -1,15 +1,23 @@
-"""MACs and parameters, per layer and in total, measured with forward hooks.
+"""MACs and parameters, per layer and in total (docs/METHODS.md, last
+section): the project's one definition of MACs, used by measurement
+(``layer_costs``), folding (``depth/fold*.py``, also for composite layers
+that do not exist yet) and the pruning policy's analytic model
+(``pruning/policy.py``, ``macs_kept``).
 
 MACs (multiply-accumulates) count the convolution and linear layers, which
 dominate inference cost: a convolution producing ``(C_out, H_out, W_out)``
 with ``C_in / groups`` inputs per output and a ``k_h x k_w`` kernel costs
 ``C_out * H_out * W_out * (C_in / groups) * k_h * k_w`` MACs per image; a
-linear layer ``in * out``. BatchNorm, activations and pooling are not counted
-(BatchNorm folds into the convolution at deployment). Counts are per image.
+linear layer ``prod(out_shape) * in_features``. Bias additions, BatchNorm,
+activations and pooling are not counted (BatchNorm folds into the convolution
+at deployment; torch-pruning's counter adds one op per biased output, the only
+difference, tested). Counts are per image.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,13 +45,37 @@ def _describe(m: nn.Module) -> str:
     return ""
 
 
-def _macs(m: nn.Module, out: torch.Tensor) -> int:
+def conv_macs(out_shape: Sequence[int], in_channels: int, groups: int, kernel: Sequence[int]) -> int:
+    """MACs of one image of a convolution with output ``out_shape`` (C, H, W):
+    ``C * H * W * (in_channels / groups) * kh * kw``."""
+    return math.prod(out_shape) * (in_channels // groups) * kernel[0] * kernel[1]
+
+
+def linear_macs(out_shape: Sequence[int], in_features: int) -> int:
+    """MACs of one image of a linear layer with output ``out_shape`` (..., F)."""
+    return math.prod(out_shape) * in_features
+
+
+def layer_macs(m: nn.Module, out_shape: Sequence[int]) -> int:
+    """MACs of one image of leaf ``m`` producing ``out_shape`` (batch dim
+    dropped): a Conv2d or Linear by the formulas above, any other leaf 0."""
     if isinstance(m, nn.Conv2d):
-        kh, kw = m.kernel_size
-        return out[0].numel() * (m.in_channels // m.groups) * kh * kw
+        return conv_macs(out_shape, m.in_channels, m.groups, m.kernel_size)
     if isinstance(m, nn.Linear):
-        return out[0].numel() * m.in_features
+        return linear_macs(out_shape, m.in_features)
     return 0
+
+
+def macs_kept(m: nn.Module, keep_out: float, keep_in: float) -> float:
+    """Fraction of ``layer_macs(m, ...)`` left when ``m`` keeps the fraction
+    ``keep_out`` of its output channels and ``keep_in`` of its input channels
+    (whole channels; the output's spatial size unchanged). The formula is
+    bilinear in ``C_out`` and ``C_in / groups``; a depthwise convolution
+    (``groups == C_in``) loses groups with its channels, so only ``keep_out``
+    counts."""
+    if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels:
+        return keep_out
+    return keep_out * keep_in
 
 
 @torch.no_grad()
@@ -58,7 +90,7 @@ def layer_costs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerCos
 
         def hook(mod, inp, out, name=name):
             params = sum(p.numel() for p in mod.parameters(recurse=False))
-            macs = _macs(mod, out)
+            macs = layer_macs(mod, out.shape[1:])
             if params or macs:
                 rows.append(LayerCost(name, type(mod).__name__, _describe(mod),
                                       tuple(out.shape[1:]), macs, params))

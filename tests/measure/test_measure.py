@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +13,7 @@ from entroprune.measure import (
     layer_costs,
     measure_latency,
 )
-from entroprune.models import create
+from entroprune.models import create, list_models
 
 
 def test_conv_and_linear_macs_by_hand():
@@ -26,6 +28,51 @@ def test_conv_and_linear_macs_by_hand():
     assert rows[1].shape == "8->8 k3 s2 g8" and rows[1].out_shape == (8, 4, 4)
     assert count_macs(model, (3, 8, 8)) == 13824 + 1152 + 640
     assert count_params(model) == (3 * 9 * 8 + 8) + (9 * 8 + 8) + 16 + (128 * 5 + 5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_macs_per_layer_agree_with_torch_pruning_unpruned_and_pruned(name):
+    """Every Conv2d and Linear, on every zoo model and an L1-pruned copy of it
+    (uneven widths, the last layer's inputs shrunk): our MACs plus one add per
+    biased output (torch-pruning counts the bias; we do not) equal
+    torch-pruning's per-layer op count."""
+    import torch_pruning as tp
+
+    from entroprune.measure.complexity import layer_macs
+    from entroprune.pruning import PruneConfig, get_criterion, prune_to_macs
+
+    shape = (1, 28, 28)
+    model = create(name).eval()
+    pruned, _ = prune_to_macs(model, get_criterion("l1"), shape, PruneConfig(target_macs=0.4))
+    for net in (model, pruned):
+        ours = {r.name: r for r in layer_costs(net, shape)}
+        _, _, theirs, _ = tp.utils.count_ops_and_params(net, torch.zeros(1, *shape), layer_wise=True)
+        layers = {n: m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+        assert layers and set(layers) <= set(ours)
+        for n, m in layers.items():
+            row = ours[n]
+            assert row.macs == layer_macs(m, row.out_shape) > 0
+            bias_adds = math.prod(row.out_shape) if m.bias is not None else 0
+            assert row.macs + bias_adds == theirs[m], (name, n)
+    assert count_macs(pruned, shape) < 0.45 * count_macs(model, shape)   # the pruned copy really differs
+
+
+def test_macs_kept_is_the_pruned_layers_share_of_the_whole_layers_macs():
+    from entroprune.measure.complexity import layer_macs, macs_kept
+
+    def out_shape(m):                   # 5x5 output maps, or a vector
+        return (m.out_channels, 5, 5) if isinstance(m, nn.Conv2d) else (m.out_features,)
+
+    cases = [(nn.Conv2d(8, 12, 3), nn.Conv2d(4, 9, 3)),                          # dense: outputs and inputs
+             (nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(6, 6, 3, groups=6)),       # depthwise: once
+             (nn.Conv2d(8, 12, 1, groups=4), nn.Conv2d(4, 8, 1, groups=4)),      # grouped: both
+             (nn.Linear(10, 4), nn.Linear(5, 2))]
+    for whole, part in cases:
+        k_out = out_shape(part)[0] / out_shape(whole)[0]
+        k_in = (part.in_channels / whole.in_channels if isinstance(part, nn.Conv2d)
+                else part.in_features / whole.in_features)
+        share = layer_macs(part, out_shape(part)) / layer_macs(whole, out_shape(whole))
+        assert macs_kept(whole, k_out, k_in) == pytest.approx(share), whole
 
 
 def test_lenet5_macs_by_hand():
