@@ -8,7 +8,7 @@ Importing this package registers the ``Zero`` and ``Constant`` leaves with save/
 # the loops themselves: entroprune.depth.easier.easier / entroprune.depth.nepenthe.nepenthe
 # (not re-exported here: the function names would hide their modules)
 from .easier import EasierConfig
-from .fold import FoldConfig, fold, summarize
+from .fold import FoldConfig, fold, fold_summary_text
 from .fold_layers import (
     Constant,
     ConvGeometry,
@@ -25,6 +25,10 @@ from .fold_layers import (
 from .nepenthe import NepentheConfig
 from .runner import DepthConfig, DepthResult
 
+# old name, kept only until cli/fold_cmds.py imports fold_summary_text (not to be
+# confused with entroprune.reporting.summarize, which returns a ModelSummary)
+summarize = fold_summary_text
+
 __all__ = ["DepthConfig", "DepthResult", "EasierConfig", "NepentheConfig",
            "Constant", "ConvGeometry", "Deviation", "FoldConfig", "FoldError", "Zero", "absorb_skip", "compose_convs",
-           "compose_linears", "fold", "fold_batchnorm", "interior_mask", "measure_merge", "summarize"]
+           "compose_linears", "fold", "fold_batchnorm", "fold_summary_text", "interior_mask", "measure_merge"]

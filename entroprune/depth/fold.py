@@ -338,8 +338,8 @@ def fold(model: nn.Module, example_input: torch.Tensor,
     return folded, report
 
 
-def summarize(report: dict[str, Any]) -> str:
-    """A few human-readable lines about a fold report."""
+def fold_summary_text(report: dict[str, Any]) -> str:
+    """A few human-readable lines about a fold report (``entroprune fold`` prints them)."""
     lines = [f"conv/linear layers {report['conv_linear_before']} -> {report['conv_linear_after']}, "
              f"nonlinear {report['nonlinear_before']} -> {report['nonlinear_after']}, "
              f"MACs {report['macs_before']:,} -> {report['macs_after']:,} ({report['macs_ratio']:.3f}x fewer), "
@@ -353,4 +353,4 @@ def summarize(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ConvGeometry", "FoldConfig", "fold", "summarize"]
+__all__ = ["ConvGeometry", "FoldConfig", "fold", "fold_summary_text"]
