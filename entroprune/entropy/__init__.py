@@ -1,4 +1,5 @@
-"""Entropy engine: estimators on tensors, measuring sites, streaming statistics."""
+"""Entropy engine (docs/METHODS.md sections 1, 4 and 5): estimators on tensors,
+measuring sites and rectifiers, streaming statistics."""
 
 from .estimators import (
                          aura_matrices,

@@ -1,5 +1,6 @@
-"""Streaming activation statistics: hooks that reduce each batch to running
-sums inside the forward pass and never keep activations.
+"""Streaming activation statistics (docs/METHODS.md section 1, "Streaming"):
+hooks that reduce each batch to running sums inside the forward pass and
+never keep activations.
 
     with ActivationStats(model, None, ("aura", "mass")) as stats:   # every conv
         for xb in batches:

@@ -1,5 +1,6 @@
 """Plain-data descriptions of layers, so a pruned model can be rebuilt
-without pickling code.
+without pickling code (the model files of docs/METHODS.md, "What every
+method reports").
 
 ``module_spec(m)`` gives ``{"type": "Conv2d", "args": {...}}`` for the layer
 types entroprune knows; ``build_module(spec)`` constructs a fresh one. A

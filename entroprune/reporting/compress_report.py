@@ -1,6 +1,7 @@
-"""The report of a compression job: a before/after table (MACs, parameters,
-depth, accuracy at every stage, latency in the deployment runtime and in
-eager torch, the INT8 model), the figures, and the same numbers as JSON."""
+"""The report of a compression job (docs/METHODS.md, "What every method
+reports"): a before/after table (MACs, parameters, depth, accuracy at every
+stage, latency in the deployment runtime and in eager torch, the INT8 model),
+the figures, and the same numbers as JSON."""
 
 from __future__ import annotations
 
