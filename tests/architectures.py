@@ -140,6 +140,8 @@ def build(name: str) -> nn.Module:
     """A seeded model of ``name`` with BatchNorm statistics primed on noise (eval mode)."""
     torch.manual_seed(0)
     model = ARCHITECTURES[name]()
+    # how a user's model is saved and rebuilt: its constructor by import path
+    model.entroprune_arch = {"factory": f"tests.architectures:{ARCHITECTURES[name].__name__}", "kwargs": {}}
     model.train()
     with torch.no_grad():
         model(torch.randn(32, 1, 28, 28))

@@ -50,6 +50,7 @@ class CompressConfig:
     reconstruct: ReconstructConfig | None = field(default_factory=ReconstructConfig)
     depth: str | None = None            # then remove rectifiers: easier or nepenthe (each step fine-tuned)
     depth_tolerance: float = 0.5        # ... while validation accuracy stays within this many points
+    depth_max_steps: int | None = None  # ... and at most this many steps (EASIER removals, NEPENTHE rounds)
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     distill: bool = True                # the unpruned model teaches the pruned one while it is fine-tuned
@@ -81,6 +82,7 @@ class CompressConfig:
             ("ges_target", self.ges_target is None or 0.0 < self.ges_target < 1.0, "None or in (0, 1)"),
             ("depth", self.depth in (None, *DEPTH_METHODS), f"None or one of {', '.join(DEPTH_METHODS)}"),
             ("depth_tolerance", self.depth_tolerance >= 0, ">= 0"),
+            ("depth_max_steps", self.depth_max_steps is None or self.depth_max_steps >= 1, "None or >= 1"),
             ("finetune_epochs", self.finetune_epochs >= 0, ">= 0"),
             ("finetune_lr", math.isfinite(self.finetune_lr) and self.finetune_lr > 0, "a finite number > 0"),
             ("distill_weight", 0.0 <= self.distill_weight <= 1.0, "in [0, 1]"),

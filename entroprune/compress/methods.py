@@ -51,6 +51,10 @@ def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, fol
     if cfg.method == "ges":
         images = data.calibration(cfg.calib_size, cfg.seed)
         pruned, rep = sparsify(model, images, SparsifyConfig(target=cfg.ges_target, seed=cfg.seed))
+        if rep["channels_after"] == rep["channels_before"]:
+            skipped = "; ".join(f"{n}: {why}" for n, why in rep["skipped"].items()) or "none"
+            raise CompressError(f"generalized entropic sparsification removed no channel (skipped layers: "
+                                f"{skipped}); lower eps_E, set ges_target, or use a channel criterion")
         return pruned, {**rep, "seconds": time.time() - t0}
     if cfg.method == "search":
         search_cfg = replace(cfg.search, target_macs=cfg.keep, seed=cfg.seed, progress=cfg.progress,
@@ -59,6 +63,12 @@ def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, fol
         folder = (folder or Path(".")) / "search"
         result = run_search(model, data, search_cfg, folder, cost_fn=cost_fn)
         best = result.best
+        miss = best["macs_fraction"] / cfg.keep - 1.0
+        if cost_model is None and abs(miss) > cfg.tolerance:
+            raise CompressError(f"the search's best policy keeps {best['macs_fraction']:.3f} of the MACs, "
+                                f"{100 * miss:+.1f}% off the target {cfg.keep:.3f} (tolerance "
+                                f"{100 * cfg.tolerance:.0f}%): the channel groups are too coarse or coupled for "
+                                "the action wall here; use a criterion (method l1, greedy_refit) instead")
         pruned = result.env.pruner.apply(best["channels"])                # raw: compress reconstructs it
         seconds = float(sum(r["seconds"] for r in result.records))       # a resumed search counts every episode
         rec = {"op": "rl_search", "reward": search_cfg.reward, "criterion": search_cfg.importance,
@@ -119,9 +129,9 @@ def reduce_depth(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder
     common = dict(tolerance=cfg.depth_tolerance, finetune=ft, latency=False, progress=cfg.progress)
     out = (folder or Path(".")) / "depth"
     if cfg.depth == "easier":
-        result = easier(model, data, EasierConfig(**common), out)
+        result = easier(model, data, EasierConfig(max_removals=cfg.depth_max_steps, **common), out)
     else:
-        result = nepenthe(model, data, NepentheConfig(**common), out)
+        result = nepenthe(model, data, NepentheConfig(max_rounds=cfg.depth_max_steps or 10, **common), out)
     removed = sum(len(r["removed"]) for r in result.rows[1:result.best_step + 1])
     return result.model, {"op": cfg.depth, "best_step": result.best_step, "stop_reason": result.stop_reason,
                           "rectifiers_removed": removed, "folder": "depth",

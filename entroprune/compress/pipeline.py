@@ -97,17 +97,27 @@ def _finished(folder: Path, fingerprint: dict[str, Any]) -> tuple[nn.Module, dic
 
 def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, *, out: str | Path | None = None,
              finetune_fn: Callable[[nn.Module, DataBundle], Any] | None = None, label: str = "model",
+             factory: str | None = None, factory_kwargs: dict[str, Any] | None = None,
              **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Compress ``model`` (left untouched) on ``data``; returns the compressed
     model and its report. ``config`` fields may also be given as keywords
-    (``compress(model, "fashion_mnist", target="5x", method="greedy_refit")``)."""
+    (``compress(model, "fashion_mnist", target="5x", method="greedy_refit")``).
+    A model from outside the zoo is saved with ``factory`` ("package.module:function"
+    that builds it, with ``factory_kwargs``), so that the file reloads anywhere."""
     try:
         cfg = replace(config or CompressConfig(), **overrides)
     except TypeError as e:
         raise CompressError(f"unknown compress setting: {e}") from None
     data = as_data(data, seed=cfg.seed)
     check_model(model, data)
+    if factory is not None:
+        model = copy.deepcopy(model)
+        model.entroprune_arch = {"factory": factory, "kwargs": dict(factory_kwargs or {})}
     folder = Path(out) if out is not None else None
+    if (folder is not None or cfg.depth is not None) and getattr(model, "entroprune_arch", None) is None:
+        raise CompressError(f"a {type(model).__name__} cannot be saved to the run folder: entroprune does not know "
+                            "how to rebuild it; pass factory='package.module:function' (and factory_kwargs) that "
+                            "builds it, or build it with entroprune.create(...)")
     if folder is None:
         return _run(model, data, cfg, None, finetune_fn, label)
     if folder.exists() and not folder.is_dir():

@@ -13,10 +13,12 @@ depthwise convolution, so one action of the agent prunes all of them together.
   (type, in/out channels, stride, kernel of the group's first layer);
 - channel scores computed once on the unpruned model (criterion ``l1`` or
   ``aura``), which decide *which* channels a group loses;
-- an analytic MACs model from ``measure.layer_costs``: a convolution or linear
-  layer costs ``macs * keep(out group) * keep(in group)`` (a depthwise
-  convolution ``macs * keep(group)``), which is exact for whole channels, so
-  the search never needs a forward pass to know the MACs of a policy;
+- an analytic MACs model on the one definition of MACs
+  (``measure.complexity``): each layer's unpruned MACs (``layer_costs``)
+  times ``macs_kept(layer, keep(out group), keep(in group))``, i.e.
+  ``keep_out * keep_in`` (a depthwise convolution ``keep(group)``), exact for
+  whole channels, so the search never needs a forward pass to know the MACs
+  of a policy;
 - ``apply(channels)``: a pruned copy of the model (``structural.apply_plan``).
 """
 
@@ -32,8 +34,17 @@ import torch
 import torch.nn as nn
 
 from ..measure import layer_costs
+from ..measure.complexity import macs_kept
 from .importance import Criterion, get_criterion
-from .structural import PruningError, _channel_groups, _groups, apply_plan, check_supported, output_layers
+from .structural import (
+    PruningError,
+    _channel_groups,
+    _groups,
+    apply_plan,
+    broken_groups,
+    check_supported,
+    output_layers,
+)
 
 LAYER_TYPES = {"conv": 0.0, "depthwise": 0.5, "linear": 1.0}  # AMC's layer-type feature
 
@@ -90,6 +101,7 @@ class PolicyPruner:
         _, tp_groups = _groups(self.base, self.example, [self.base.get_submodule(n) for n in self.ignored_names])
         rows = [r for r in layer_costs(self.base, self.input_shape) if r.macs > 0]
         self.layer_macs = {r.name: r.macs for r in rows}                   # unpruned MACs per layer
+        self._layers = {n: self.base.get_submodule(n) for n in self.layer_macs}
         order = {r.name: i for i, r in enumerate(rows)}
         self.total_macs = sum(self.layer_macs.values())
         self.groups: list[GroupInfo] = []
@@ -104,6 +116,18 @@ class PolicyPruner:
             if info is not None:
                 self.groups.append(info)
                 kept_tp.append(g)
+        # groups torch-pruning cannot remove correctly (split + shuffle) are left whole, with the reason
+        broken = broken_groups(self.base, self.example, [g.key for g in self.groups],
+                               {g.key: g.blocks for g in self.groups}, self.ignored_names)
+        self.unprunable_reasons = {k[0]: why for k, why in broken.items()}
+        pairs_ok = [(g, t) for g, t in zip(self.groups, kept_tp) if g.key not in broken]
+        self.unprunable += [k[0] for k in broken]
+        if broken and not pairs_ok:
+            first, why = next(iter(self.unprunable_reasons.items()))
+            raise PruningError(f"no channel group of the model can be removed structurally: removing channels "
+                               f"of layer {first!r} breaks it ({why}); splits and channel shuffles are not "
+                               "supported by the structural pruner")
+        self.groups, kept_tp = [g for g, _ in pairs_ok], [t for _, t in pairs_ok]
         if not self.groups:
             raise PruningError("the model has no prunable channel group (no Conv2d/Linear with prunable outputs)")
         position = {id(g): order[g.layer] for g in self.groups}
@@ -169,10 +193,10 @@ class PolicyPruner:
         """(kept fraction of the outputs, of the inputs, of the MACs) of layer ``name``."""
         if name in self._once:                           # depthwise: one channel in, one out
             k = keep[self._once[name]]
-            return k, k, k
+            return k, k, macs_kept(self._layers[name], k, k)
         k_out = keep[self._out[name]] if name in self._out else 1.0
         k_in = 1.0 - sum(share * (1.0 - keep[i]) for i, share in self._in.get(name, ()))
-        return k_out, k_in, k_out * k_in
+        return k_out, k_in, macs_kept(self._layers[name], k_out, k_in)
 
     def macs(self, keep: Sequence[float]) -> float:
         """MACs of one image when group ``i`` keeps the fraction ``keep[i]`` of its channels."""

@@ -120,7 +120,8 @@ def prune_to_target(model: nn.Module, criterion: Criterion, input_shape: tuple[i
         "params_before": count_params(pruner.base), "params_after": count_params(pruned),
         "groups": [g.layer for g in pruner.groups], "channels": list(counts),
         "removed": {g.layer: n - c for g, n, c in zip(pruner.groups, sizes, counts) if c < n},
-        "unprunable_groups": pruner.unprunable, "seconds": time.time() - t0,
+        "unprunable_groups": pruner.unprunable, "unprunable_reasons": pruner.unprunable_reasons,
+        "seconds": time.time() - t0,
     }
     pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
     return pruned, report

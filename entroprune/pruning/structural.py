@@ -18,6 +18,7 @@ The search to a target cost is ``prune.py``.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +89,13 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
 
 
 def _groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]):
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
+    except Exception as e:  # torch-pruning could not trace the model: say so, not a raw traceback from inside it
+        raise PruningError(f"the model's channel dependencies cannot be traced by torch-pruning "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); structural pruning "
+                           "cannot handle this architecture") from None
     name_of = {m: n for n, m in model.named_modules()}
     keyed = {}
     for g in groups:
@@ -211,3 +217,57 @@ def apply_plan(model: nn.Module, example: torch.Tensor, plan: dict[Any, list[int
         group.prune()
     model.entroprune_kept = kept
     return model
+
+
+def _zero_channels(model: nn.Module, example: torch.Tensor, plan: dict[Any, list[int]],
+                   ignored_names: list[str]) -> nn.Module:
+    """A copy of ``model`` whose planned channels output exactly zero: the
+    producing layers' rows and their BatchNorm's scale and shift set to 0. If
+    removal is correct, the pruned model computes what this copy computes."""
+    masked = copy.deepcopy(model)
+    dg, groups = _groups(masked, example, [masked.get_submodule(n) for n in ignored_names])
+    with torch.no_grad():
+        for key, idxs in plan.items():
+            root = masked.get_submodule(key[0])
+            block = len(groups[key][0].idxs) // _channel_groups(groups[key])
+            full = sorted({i + b * block for i in idxs for b in range(len(groups[key][0].idxs) // block)})
+            for dep, chans in dg.get_pruning_group(root, groups[key][0].dep.handler, full):
+                m = dep.target.module
+                if dep.handler.__name__ != "prune_out_channels" or not isinstance(
+                        m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+                    continue
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p[list(chans)] = 0.0
+    return masked
+
+
+def broken_groups(model: nn.Module, example: torch.Tensor, keys: list[Any], blocks: dict[Any, int],
+                  ignored_names: list[str]) -> dict[Any, str]:
+    """Groups whose removal torch-pruning does not carry through correctly,
+    with the reason. One channel (per block) is removed from a copy, and the
+    same channel zeroed in another copy: if removal is right, both compute the
+    same outputs. Splits, chunks and channel shuffles (ShuffleNet) fail here:
+    torch-pruning follows the channels into a split but not back through a
+    shuffle, so the model either breaks or silently computes something else.
+    Checked for all groups at once, then one by one only if that fails."""
+    x = torch.randn(2, *example.shape[1:], generator=torch.Generator().manual_seed(0))
+
+    def fails(subset: list[Any]) -> str | None:
+        plan = {k: [0] for k in subset}
+        try:
+            trial = apply_plan(copy.deepcopy(model), example, plan, ignored_names)
+            masked = _zero_channels(model, example, plan, ignored_names)
+            with torch.no_grad():
+                got, want = trial.eval()(x), masked.eval()(x)
+        except Exception as e:
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        if got.shape != want.shape:
+            return f"the output shape changes to {tuple(got.shape)}"
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6):
+            return "removing its channels changes what the model computes (a split or shuffle it does not follow)"
+        return None
+
+    if not keys or fails(keys) is None:
+        return {}
+    return {k: why for k in keys if (why := fails([k])) is not None}
