@@ -54,5 +54,5 @@ def test_clear_errors(tmp_path):
     res = runner.invoke(app, ["sparsify", "pretrained:lenet5", "--sweep", "0.5,1.2", "--sweep-over", "target",
                               "--calib-images", "16", "--patches", "64", "--max-iter", "2",
                               "--report", str(tmp_path / "s")])
-    assert res.exit_code == 2 and "target 1.2" in res.output
+    assert res.exit_code == 2 and "--sweep target must be in [0, 1), got 1.2" in res.output
     assert "Traceback" not in res.output
