@@ -15,7 +15,15 @@ accuracy: a good proxy ranks policies as the fine-tuned accuracy does.
 Resumable: each finished policy is one line of ``results/proxy-<model>-<target>.jsonl``;
 a rerun skips the lines already there. The summary goes to ``results/PROXY.md``.
 
+``--reconstructed`` scores the SAME policies again, each pruned model first
+reconstructed (docs/METHODS.md section 7, with the search's per-episode setting:
+256 images, 4096 positions), as the search now scores its episodes; the
+fine-tuned accuracy they are ranked against is the one measured above (each
+policy's raw pruned model, fine-tuned). Lines of
+``results/proxy-<model>-<target>-rec.jsonl``.
+
     python benchmarks/proxy_study.py --model resnet20 --target 5x --n 50
+    python benchmarks/proxy_study.py --model resnet20 --target 5x --reconstructed
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,7 @@ from entroprune.data import load_data
 from entroprune.io import atomic_write_text, load
 from entroprune.models.pretrained import pretrained_path
 from entroprune.pruning.structural import parse_macs_target
+from entroprune.reconstruct import ReconstructConfig
 from entroprune.search.runner import SearchConfig, make_env, score_random_policies
 from entroprune.training import TrainConfig, evaluate, recalibrate_batchnorm, train
 
@@ -87,6 +97,34 @@ def study(model: str, target: str, n: int, ft_epochs: int, ft_images: int, seed:
               flush=True)
 
 
+def study_reconstructed(model: str, target: str, seed: int) -> None:
+    """The rewards of every policy of the study, on its reconstructed model."""
+    raw = [json.loads(line) for line in rows_path(model, target).read_text().splitlines()]
+    out = RESULTS / f"proxy-{model}-{target}-rec.jsonl"
+    done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    data = load_data("fashion_mnist", seed=0, limit_train=raw[0]["ft_images"])
+    net = load(pretrained_path(model))
+    bn_images = data.calibration(512, seed=0)
+    rcfg = ReconstructConfig(images=256, positions=4096, seed=seed)
+    for r in raw[len(done):]:
+        t0 = time.time()
+        row = score_random_policies(net, data, parse_macs_target(target), policies=[r["proposed"]],
+                                    reconstruct=rcfg, keep_models=True)[0]
+        assert row["channels"] == r["channels"]                    # the same policy, the same channels
+        pruned = row.pop("model")
+        adapted = copy.deepcopy(pruned)
+        recalibrate_batchnorm(adapted, bn_images)
+        rec = {"index": r["index"], "channels": r["channels"], "entropy_reward": row["entropy_reward"],
+               "accuracy_reward": row["accuracy_reward"],
+               "accuracy_reward_adapt_bn": evaluate(adapted, data.val_x[:1000], data.val_y[:1000]) / 100 - 1,
+               "val_acc_finetuned": r["val_acc_finetuned"], "reconstruct": asdict(rcfg),
+               "seconds": time.time() - t0}
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"[{r['index'] + 1}/{len(raw)}] reconstructed: entropy {rec['entropy_reward']:.4f} accuracy "
+              f"{rec['accuracy_reward']:.4f} (fine-tuned val {rec['val_acc_finetuned']:.2f}%)", flush=True)
+
+
 def _rho(reward: list[float], acc: np.ndarray) -> str:
     """Spearman rho with its p-value; undefined when the reward is the same for every policy."""
     if len(set(reward)) < 2:
@@ -112,6 +150,11 @@ def summary() -> Path:
         acc = np.array([r["val_acc_finetuned"] for r in rows])
         _, model, target = path.stem.split("-", 2)
         r0 = rows[0]
+        if target.endswith("-rec"):       # rewards on reconstructed models, the raw study's fine-tuned accuracy
+            raw = [json.loads(line) for line in rows_path(model, target[:-4]).read_text().splitlines()]
+            r0 = {**raw[0], "macs_fraction": raw[0]["macs_fraction"]}
+            rows = [{**x, "macs_fraction": raw[x["index"]]["macs_fraction"]} for x in rows]
+            target = f"{target[:-4]}, rewards on reconstructed models"
         lines.append(f"| {model} | {target} | {len(rows)} | {r0['ft_epochs']} ep x {r0['ft_images']} images | "
                      f"{np.mean([r['macs_fraction'] for r in rows]):.3f} | "
                      f"{_rho([r['entropy_reward'] for r in rows], acc)} | "
@@ -131,9 +174,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--summary", action="store_true", help="only rebuild PROXY.md")
+    ap.add_argument("--reconstructed", action="store_true",
+                    help="score the study's policies again on reconstructed models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.summary:
+    if args.reconstructed:
+        study_reconstructed(args.model, args.target, args.seed)
+    elif not args.summary:
         study(args.model, args.target, args.n, args.ft_epochs, args.ft_images, args.seed)
     print(summary().read_text())
 

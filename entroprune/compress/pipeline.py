@@ -219,7 +219,7 @@ def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path |
         write_compress_report(folder, report)
         (folder / "finetune.ckpt").unlink(missing_ok=True)
     report["table"] = summary_table(report)
-    return deployed, report
+    return deployed.eval(), report
 
 
 def _meet_latency(base: nn.Module, pruned: nn.Module, rep: dict, data: DataBundle, cfg: CompressConfig,
