@@ -36,9 +36,9 @@ from ..training import TrainConfig
 from .config import CompressConfig, CompressError
 
 
-def _calib(data: DataBundle, cfg: CompressConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    images = data.calibration(cfg.calib_size, cfg.seed)                    # (n, C, H, W), training split
-    return images, torch.zeros(len(images), dtype=torch.long)
+def _calib(data: DataBundle, cfg: CompressConfig) -> tuple[torch.Tensor, None]:
+    """Calibration images of the training split, (n, C, H, W); no labels (taylor uses predictions)."""
+    return data.calibration(cfg.calib_size, cfg.seed), None
 
 
 def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path | None,

@@ -72,7 +72,8 @@ class RandomCriterion(Criterion):
 
 class TaylorCriterion(TorchPruningCriterion):
     """First-order Taylor importance (Molchanov et al., CVPR 2019) from the
-    gradient of the loss on the calibration batch."""
+    gradient of the loss on the calibration batch (its labels, or the model's
+    own predictions when there are none)."""
 
     name = "taylor"
     needs_data = True
@@ -82,11 +83,14 @@ class TaylorCriterion(TorchPruningCriterion):
 
     def scores(self, model, groups, calib):
         if calib is None:
-            raise ValueError("the taylor criterion needs calibration data (images and labels)")
+            raise ValueError("the taylor criterion needs calibration images")
         x, y = calib
         model.zero_grad(set_to_none=True)
         was_training = model.training
         model.eval()
+        if y is None:   # no labels: the model's own predictions stand in for them (our choice)
+            with torch.no_grad():
+                y = model(x).argmax(1)
         with torch.enable_grad():
             F.cross_entropy(model(x), y).backward()
         model.train(was_training)

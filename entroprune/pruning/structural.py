@@ -48,13 +48,23 @@ def parse_macs_target(target: str | float) -> float:
 
 @dataclass
 class PruneConfig:
-    target_macs: float = 0.5          # fraction of the MACs to keep
+    target_macs: float | str = 0.5    # fraction of the MACs to keep, or "5x" (five times fewer)
     scope: str = "global"             # "global" or "uniform"
     min_keep: float = 0.1             # every group keeps >= this fraction of its channels
     min_channels: int = 1             # ... and at least this many
     round_to: int = 1                 # channel counts a multiple of this (when possible)
     tolerance: float = 0.02           # relative MACs tolerance
     ignored_layers: list[str] = field(default_factory=list)  # names never pruned (outputs)
+
+    def __post_init__(self) -> None:
+        self.target_macs = parse_macs_target(self.target_macs)   # "5x" or a fraction: checked here
+        if self.scope not in ("global", "uniform"):
+            raise PruningError(f"scope must be 'global' or 'uniform', got {self.scope!r}")
+        if not 0.0 <= self.min_keep < 1.0 or self.min_channels < 1 or self.round_to < 1:
+            raise PruningError(f"min_keep must be in [0, 1), min_channels and round_to >= 1; got {self.min_keep}, "
+                               f"{self.min_channels}, {self.round_to}")
+        if not 0.0 < self.tolerance < 0.5:
+            raise PruningError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
 
 
 # layer types whose channels torch-pruning removes consistently

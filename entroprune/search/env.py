@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from ..measure import count_macs
 from ..pruning.policy import LAYER_TYPES, PolicyPruner
-from ..pruning.structural import PruningError
+from ..pruning.structural import PruningError, parse_macs_target
 from ..reconstruct import Reconstructor
 
 OBS_FEATURES = ("index", "layer_type", "in_channels", "out_channels", "stride", "kernel",
@@ -59,6 +59,9 @@ class EnvConfig:
     round_to: int = 1            # kept channel counts a multiple of this (AMC: 8)
     importance: str = "l1"       # which channels a group loses: "l1" or "aura"
     wall: str = "both"           # "both" (end at the target), "upper" (AMC: at or below), "spread" (budget shares)
+
+    def __post_init__(self) -> None:
+        self.target_macs = parse_macs_target(self.target_macs)     # "5x" or a fraction to keep
 
 
 def _minmax(values: Sequence[float]) -> np.ndarray:

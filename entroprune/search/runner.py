@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from ..data import DataBundle
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..pruning.structural import parse_macs_target
 from ..reconstruct import ReconstructConfig, Reconstructor
 from ..reporting.search_plots import plot_policy, plot_search
 from ..training import evaluate
@@ -48,7 +49,7 @@ LOG, CHECKPOINT, BEST, RESULT = "search_log.jsonl", "search.ckpt", "best_policy.
 
 @dataclass
 class SearchConfig:
-    target_macs: float = 0.5           # fraction of the MACs to keep
+    target_macs: float | str = 0.5     # fraction of the MACs (or of the cost) to keep, or "5x"
     episodes: int = 80
     reward: str = "entropy"            # entropy | mass_entropy | accuracy | accuracy_flops
     importance: str = "l1"             # channels removed inside a group: "l1" or "aura"
@@ -64,6 +65,12 @@ class SearchConfig:
     # every episode's model is reconstructed before its reward (None: scored raw, as before)
     reconstruct: ReconstructConfig | None = field(default_factory=lambda: ReconstructConfig(images=256,
                                                                                             positions=4096))
+
+    def __post_init__(self) -> None:
+        self.target_macs = parse_macs_target(self.target_macs)     # "5x" or a fraction to keep
+        if self.episodes < 1 or self.top_k < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"episodes, top_k and checkpoint_every must be >= 1, got {self.episodes}, "
+                             f"{self.top_k}, {self.checkpoint_every}")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a checkpoint and its resumption."""
