@@ -23,13 +23,22 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(argv: list[str] | None = None, cwd: str | Path | None = None) -> dict[str, Any]:
-    """``{"commit", "dirty", "command", "python", "torch", "threads", "host", "date"}``."""
-    where = Path(cwd) if cwd else Path(__file__).resolve().parent
+def _code_version(where: Path) -> dict[str, Any]:
     status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return {"commit": _git(["rev-parse", "HEAD"], where), "dirty": bool(status) if status is not None else None}
+
+
+# the code this process runs is the code it imported: its commit is read once, at import
+# (a long benchmark process must not record the commit the tree has moved on to since)
+_AT_IMPORT = _code_version(Path(__file__).resolve().parent)
+
+
+def provenance(argv: list[str] | None = None, cwd: str | Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "command", "python", "torch", "threads", "host", "date"}``; the commit
+    (and whether the tree had local changes) as of this process's import of entroprune."""
+    version = _code_version(Path(cwd)) if cwd else _AT_IMPORT
     return {
-        "commit": _git(["rev-parse", "HEAD"], where),
-        "dirty": bool(status) if status is not None else None,
+        **version,
         "command": shlex.join(argv if argv is not None else sys.argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
