@@ -49,7 +49,7 @@ def differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "
         a, b = stored.get(key, "<absent>"), current.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and not (a == "<absent>" and b is None):   # a setting added since, at its default None
             out.append(f"{prefix}{key}: {a} there, {b} here")
     return out
 
