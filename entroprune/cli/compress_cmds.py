@@ -127,14 +127,9 @@ def run(model_spec: str, cfg_kwargs: dict[str, Any], dataset: str, data_dir: str
         check_output(out, folder=True)
     data = get_data(dataset, data_dir)
     net = get_model(model_spec, data, factory=factory, factory_kwargs=factory_kwargs)
-    if restart and out is not None:
-        for name in ("compress.json", "report.json", "finetune.ckpt"):
-            (out / name).unlink(missing_ok=True)
     try:
-        return compress(net, data, cfg, out=out, label=model_spec)
-    except (CompressError, ValueError, RuntimeError) as e:
-        if type(e) is RuntimeError and "entroprune" not in str(e):
-            raise
+        return compress(net, data, cfg, out=out, label=model_spec, restart=restart)
+    except ValueError as e:            # CompressError, PruningError, ... (cli/errors.py handles the rest)
         fail(str(e))
 
 

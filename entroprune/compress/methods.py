@@ -59,9 +59,8 @@ def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, fol
     if cfg.method == "search":
         search_cfg = replace(cfg.search, target_macs=cfg.keep, seed=cfg.seed, progress=cfg.progress,
                              reconstruct=cfg.search.reconstruct if cfg.reconstruct is not None else None)
-        cost_fn = cost_model.bind_search if cost_model is not None else None
         folder = (folder or Path(".")) / "search"
-        result = run_search(model, data, search_cfg, folder, cost_fn=cost_fn)
+        result = run_search(model, data, search_cfg, folder, cost_model=cost_model)
         best = result.best
         miss = best["macs_fraction"] / cfg.keep - 1.0
         if cost_model is None and abs(miss) > cfg.tolerance:
@@ -100,8 +99,7 @@ def _apply_policy(model: nn.Module, data: DataBundle, cfg: CompressConfig, cost_
     search's action wall; L1 (``cfg.search.importance``) inside each group."""
     t0 = time.time()
     search_cfg = replace(cfg.search, target_macs=cfg.keep, seed=cfg.seed, reconstruct=None)
-    cost_fn = cost_model.bind_search if cost_model is not None else None
-    env = make_env(model, data, search_cfg, with_reward=False, cost_fn=cost_fn)
+    env = make_env(model, data, search_cfg, with_reward=False, cost_model=cost_model)
     if cfg.policy == "uniform":
         proposed = [env.pruner.uniform_ratio(cfg.keep)] * env.n_steps
     elif cfg.policy == "random":

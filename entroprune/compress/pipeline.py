@@ -97,13 +97,14 @@ def _finished(folder: Path, fingerprint: dict[str, Any]) -> tuple[nn.Module, dic
 
 def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, *, out: str | Path | None = None,
              finetune_fn: Callable[[nn.Module, DataBundle], Any] | None = None, label: str = "model",
-             factory: str | None = None, factory_kwargs: dict[str, Any] | None = None,
+             factory: str | None = None, factory_kwargs: dict[str, Any] | None = None, restart: bool = False,
              **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Compress ``model`` (left untouched) on ``data``; returns the compressed
     model and its report. ``config`` fields may also be given as keywords
     (``compress(model, "fashion_mnist", target="5x", method="greedy_refit")``).
     A model from outside the zoo is saved with ``factory`` ("package.module:function"
-    that builds it, with ``factory_kwargs``), so that the file reloads anywhere."""
+    that builds it, with ``factory_kwargs``), so that the file reloads anywhere.
+    ``restart`` discards an earlier run in ``out`` (under the lock) and starts over."""
     try:
         cfg = replace(config or CompressConfig(), **overrides)
     except TypeError as e:
@@ -124,6 +125,8 @@ def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, 
         raise CompressError(f"output {folder} is a file, not a folder; choose a folder for the report")
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder):
+        if restart:
+            _clear(folder)
         fingerprint = {"config": cfg.to_dict(), "data": data_digest(data), "model": weights_digest(model),
                        "finetune_fn": getattr(finetune_fn, "__qualname__", None)}
         path = folder / FINGERPRINT
@@ -136,6 +139,17 @@ def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, 
             from ..io import atomic_write_json
             atomic_write_json(path, {"fingerprint": normalise(fingerprint)})
         return _run(model, data, cfg, folder, finetune_fn, label)
+
+
+def _clear(folder: Path) -> None:
+    """Remove what a compression job writes into its folder (nothing else)."""
+    import shutil
+
+    for name in (FINGERPRINT, "report.json", "report.md", "finetune.ckpt", "model.safetensors", "model.int8.onnx",
+                 "widths.png"):
+        (folder / name).unlink(missing_ok=True)
+    for sub in ("search", "depth"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
 
 
 def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path | None,

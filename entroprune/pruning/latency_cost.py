@@ -64,7 +64,6 @@ class LatencyCost:
                              "table.calibrate(...) first")
         self.table, self.input_shape = table, tuple(input_shape)
         self._allowed: dict[int, list[int]] = {}
-        self.bind_search: Callable[[Sequence[float]], float] | None = None
 
     @classmethod
     def for_setting(cls, input_shape: tuple[int, ...], threads: int = 1, batch_size: int = 1,
@@ -135,7 +134,6 @@ class LatencyCost:
             return scale * fit.predict(feats)
 
         self._pareto(pruner, layers, layer_ms)
-        self.bind_search = cost
         return cost
 
     def _pareto(self, pruner: PolicyPruner, layers: list, layer_ms: Callable) -> None:

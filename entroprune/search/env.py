@@ -94,7 +94,8 @@ class PruningEnv(gym.Env):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], reward_fn: RewardFn | None,
                  cfg: EnvConfig, calib: tuple[torch.Tensor, torch.Tensor] | None = None,
                  pruner: PolicyPruner | None = None, reconstructor: Reconstructor | None = None,
-                 cost_fn: Callable[[Sequence[float]], float] | None = None):
+                 cost_fn: Callable[[Sequence[float]], float] | None = None,
+                 allowed: Sequence[Sequence[int] | None] | None = None):
         super().__init__()
         if cfg.wall not in WALLS:
             raise ValueError(f"wall must be one of {', '.join(WALLS)}, got {cfg.wall!r}")
@@ -106,6 +107,9 @@ class PruningEnv(gym.Env):
         self.groups = self.pruner.groups
         self.n_steps = len(self.groups)
         self.allowed = [self.pruner.allowed_counts(i, cfg.lbound, cfg.round_to) for i in range(self.n_steps)]
+        if allowed is not None:      # a cost model's widths (e.g. never slower than a larger one), within lbound
+            self.allowed = [sorted({c for c in (pref or a) if c >= a[0]} | {a[-1]}) for a, pref in
+                            zip(self.allowed, allowed)]
         self.min_keep = [a[0] / g.channels for a, g in zip(self.allowed, self.groups)]
         self.total = float(self.cost([1.0] * self.n_steps))
         self.macs_before = count_macs(self.pruner.base, self.pruner.input_shape)  # measured

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from ..data import DataBundle
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..pruning.policy import PolicyPruner
 from ..pruning.structural import parse_macs_target
 from ..reconstruct import ReconstructConfig, Reconstructor
 from ..reporting.search_plots import plot_policy, plot_search
@@ -107,7 +108,10 @@ def _calibration(data: DataBundle, cfg: SearchConfig) -> tuple[torch.Tensor, tor
 
 
 def make_env(model: nn.Module, data: DataBundle, cfg: SearchConfig, with_reward: bool = True,
-             cost_fn: Callable[[Sequence[float]], float] | None = None) -> PruningEnv:
+             cost_model: Any = None) -> PruningEnv:
+    """The search's environment for ``model``; ``cost_model`` (``bind(pruner)`` ->
+    cost of the kept fractions, ``allowed_counts(pruner, group)``; a latency cost)
+    replaces MACs as the budget of the action wall."""
     shape = tuple(data.train_x.shape[1:])
     reward = make_reward(cfg.reward, model, data, cfg.rewards) if with_reward else None
     env_cfg = EnvConfig(target_macs=cfg.target_macs, lbound=cfg.lbound, round_to=cfg.round_to,
@@ -115,8 +119,13 @@ def make_env(model: nn.Module, data: DataBundle, cfg: SearchConfig, with_reward:
     reconstructor = None
     if cfg.reconstruct is not None:   # calibration images of the training split, never the test set
         reconstructor = Reconstructor(model, data.calibration(cfg.reconstruct.images, cfg.seed), cfg.reconstruct)
-    return PruningEnv(model, shape, reward, env_cfg, calib=_calibration(data, cfg), reconstructor=reconstructor,
-                      cost_fn=cost_fn)
+    pruner = PolicyPruner(model, shape, cfg.importance, _calibration(data, cfg))
+    cost_fn = cost_model.bind(pruner) if cost_model is not None else None
+    allowed = None
+    if cost_model is not None:        # the widths the cost model allows (a latency table's Pareto widths)
+        allowed = [cost_model.allowed_counts(pruner, i) for i in range(len(pruner.groups))]
+    return PruningEnv(model, shape, reward, env_cfg, pruner=pruner, reconstructor=reconstructor, cost_fn=cost_fn,
+                      allowed=allowed)
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, episode: int, agent: DDPGAgent, best) -> None:
@@ -187,14 +196,14 @@ def _top_policies(records: list[dict], k: int) -> list[dict]:
 
 def run_search(model: nn.Module, data: DataBundle, cfg: SearchConfig, folder: str | Path,
                on_episode: Callable[[int, dict[str, Any]], None] | None = None,
-               cost_fn: Callable[[Sequence[float]], float] | None = None) -> SearchResult:
+               cost_model: Any = None) -> SearchResult:
     """Search a per-group preserve-ratio policy for ``model`` (left untouched).
-    ``cost_fn`` (kept fractions -> cost) replaces the analytic MACs as the
-    budget of the action wall (``cfg.target_macs`` is then a fraction of it)."""
+    ``cost_model`` (a latency cost) replaces the analytic MACs as the budget of
+    the action wall (``cfg.target_macs`` is then a fraction of it)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, agent=replace(cfg.agent, lbound=cfg.lbound))     # the caller's config stays as it was
-    env = make_env(model, data, cfg, cost_fn=cost_fn)
+    env = make_env(model, data, cfg, cost_model=cost_model)
     agent = DDPGAgent(len(OBS_FEATURES), cfg.agent, seed=cfg.seed)
     fingerprint = {**cfg.fingerprint(), "groups": [g.layer for g in env.groups], "macs": env.macs_before}
     start, best = _resume(folder, fingerprint, agent)

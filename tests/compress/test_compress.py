@@ -1,0 +1,61 @@
+"""``entroprune.compress`` from Python: data of any kind, settings checked where
+they are built, a latency target through the search, the run folder's restart."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import entroprune
+from entroprune import CompressConfig, compress
+from entroprune.compress import CompressError
+from entroprune.search import DDPGConfig, RewardConfig, SearchConfig
+
+
+@pytest.fixture(scope="module")
+def small(fmnist_small):
+    d = fmnist_small
+    return dataclasses.replace(d, val_x=d.val_x[:300], val_y=d.val_y[:300], test_x=d.test_x[:300],
+                               test_y=d.test_y[:300])
+
+
+def test_settings_are_checked_where_they_are_built():
+    for bad, named in (({"target": "five"}, "write '5x'"), ({"scope": "layerwise"}, "scope"),
+                       ({"method": "magic"}, "method"), ({"finetune_epochs": -1}, "finetune_epochs"),
+                       ({"threads": 0}, "threads"), ({"target_kind": "joules"}, "target_kind")):
+        with pytest.raises(CompressError, match=named):
+            CompressConfig(**bad)
+    assert CompressConfig(target="5x").keep == pytest.approx(0.2)
+
+
+def test_tensors_and_a_user_finetune_function(small):
+    calls = []
+
+    def my_finetune(model, data):
+        calls.append(data.train_x.shape)
+        return "done"
+
+    model = entroprune.create("lenet5", pretrained=True)
+    data = (small.train_x[:500], small.train_y[:500], small.val_x, small.val_y)     # tensors, no test set
+    pruned, report = compress(model, data, target="2x", finetune_fn=my_finetune, measure_latency=False,
+                              progress=False, calib_size=64)
+    assert calls == [(500, 1, 28, 28)] and report["finetune"]["result"] == "done"
+    assert "test = validation" in report["data"]
+    assert abs(report["macs_ratio"] - 2.0) < 0.05 and not pruned.training
+
+
+def test_the_search_meets_a_latency_target_and_restart_starts_over(small, tmp_path):
+    model = entroprune.create("resnet20", pretrained=True)
+    cfg = CompressConfig(target="1.5x", target_kind="latency", method="search", finetune_epochs=0, progress=False,
+                         latency_batches=(1,), latency_repeats=10,
+                         search=SearchConfig(episodes=4, agent=DDPGConfig(warmup=2, batch_size=8),
+                                             rewards=RewardConfig(calib_size=32, val_subset=100)))
+    _, report = compress(model, small, cfg, out=tmp_path)
+    # the wall spends predicted milliseconds: every episode ends at 1/1.5 of the predicted time
+    log = (tmp_path / "search" / "search_log.jsonl").read_text().splitlines()
+    import json
+    assert all(abs(json.loads(line)["cost_fraction"] * 1.5 - 1) < 0.05 for line in log)
+    assert report["target"]["kind"] == "latency" and report["target"]["measured_speedup"] > 1.0
+    _, again = compress(model, small, cfg, out=tmp_path, restart=True)           # starts over, same result
+    assert again["remove"]["channels"] == report["remove"]["channels"]
