@@ -190,7 +190,7 @@ def prune_cmd(
                finetune_lr=finetune_lr, distill=distill, quantize=quantize, runtime=runtime,
                latency_batches=_batches(batch), latency_repeats=latency_repeats,
                measure_latency=report is not None or kind == "latency" or quantize,
-               progress=report is not None)
+               eval_stages=report is not None, progress=report is not None)
     small, rep = run(model, cfg, dataset, data_dir, seed, threads, report, factory, factory_kwargs, restart)
     save(small, path, info={"val_acc": rep["deployed"]["val_acc"], "test_acc": rep["deployed"]["test_acc"],
                             "dataset": rep["data"]})
@@ -199,8 +199,9 @@ def prune_cmd(
         typer.echo(f"report: {report}/report.md")
     line = {"out": str(path), "macs_ratio": round(rep["macs_ratio"], 3),
             "params_ratio": round(rep["params_ratio"], 3), "val_acc": round(rep["deployed"]["val_acc"], 2),
-            "val_acc_pruned": round(rep["after_prune"]["val_acc"], 2),
             "seconds": round(sum(rep["seconds"].values()), 1)}
+    if rep["after_prune"]:
+        line["val_acc_pruned"] = round(rep["after_prune"]["val_acc"], 2)
     if kind == "latency":
         line.update(target_speedup=rep["target"]["asked"],
                     measured_speedup=round(rep["target"]["measured_speedup"], 3))

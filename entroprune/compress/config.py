@@ -64,6 +64,7 @@ class CompressConfig:
     latency_batches: tuple[int, ...] = (1, 64)
     latency_repeats: int = 30
     measure_latency: bool = True        # time the compressed model (always for a latency target or INT8)
+    eval_stages: bool = True            # accuracy after every stage (False: only before and at the end)
     seed: int = 0
     progress: bool = True
 

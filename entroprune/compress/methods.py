@@ -28,6 +28,7 @@ import torch.nn as nn
 from ..data import DataBundle
 from ..depth.easier import EasierConfig, easier
 from ..depth.nepenthe import NepentheConfig, nepenthe
+from ..io.model_file import record_step
 from ..pruning import PruneConfig, get_criterion, prune_to_target
 from ..search import run_search
 from ..search.runner import make_env
@@ -80,7 +81,7 @@ def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, fol
                "reconstruct_seconds_per_episode": float(sum(r.get("reconstruct_seconds", 0.0)
                                                             for r in result.records)) / max(1, len(result.records)),
                "folder": "search", "seconds": seconds}
-        pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [rec]
+        record_step(pruned, model, rec)
         return pruned, rec
     if cfg.method == "policy":
         return _apply_policy(model, data, cfg, cost_model)
@@ -115,7 +116,7 @@ def _apply_policy(model: nn.Module, data: DataBundle, cfg: CompressConfig, cost_
            "criterion": search_cfg.importance, "groups": [g.layer for g in env.groups], "proposed": proposed,
            "channels": info["channels"], "preserve": info["policy"], "macs_ratio": 1 / info["macs_fraction"],
            "seconds": time.time() - t0}
-    pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [rec]
+    record_step(pruned, model, rec)
     return pruned, rec
 
 

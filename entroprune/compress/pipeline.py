@@ -168,18 +168,19 @@ def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path |
                                                               cost_model)
         report["remove"]["corrections"] = corrections
     seconds["remove"] = time.time() - t0
-    report["after_prune"] = summarize(pruned, data).to_dict()
+    stage = (lambda m: summarize(m, data).to_dict()) if cfg.eval_stages else (lambda m: None)
+    report["after_prune"] = stage(pruned)
     if cfg.reconstruct is not None and cfg.structural:
         t0 = time.time()
         rec = reconstruct(pruned, base, data.calibration(cfg.reconstruct.images, cfg.seed), cfg.reconstruct)
         seconds["reconstruct"] = time.time() - t0
         report["reconstruct"] = {k: rec[k] for k in ("refitted", "kept_weights", "images", "seconds", "config")}
-        report["after_reconstruct"] = summarize(pruned, data).to_dict()
+        report["after_reconstruct"] = stage(pruned)
     if cfg.depth is not None:
         t0 = time.time()
         pruned, report["depth"] = reduce_depth(pruned, data, cfg, folder)
         seconds["depth"] = time.time() - t0
-        report["after_depth"] = summarize(pruned, data).to_dict()
+        report["after_depth"] = stage(pruned)
     t0 = time.time()
     if finetune_fn is not None:
         report["finetune"] = {"by": getattr(finetune_fn, "__qualname__", "user function"),
@@ -193,7 +194,7 @@ def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path |
                               "history": history}
     if "finetune" in report:
         seconds["finetune"] = time.time() - t0
-        report["after_finetune"] = summarize(pruned, data).to_dict()
+        report["after_finetune"] = stage(pruned)
     deployed = pruned
     if cfg.fold:
         from ..depth import fold

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..io.model_file import record_step
 from ..measure import count_depth, count_macs, count_params
 from ..measure.complexity import conv_macs, layer_macs, linear_macs
 from .fold_dead import plan_dead_branches
@@ -334,7 +335,7 @@ def fold(model: nn.Module, example_input: torch.Tensor,
         "output_max_abs": float(reference.abs().max()),
         "merges": merges, "skipped": skipped, "rounds": rounds, "seconds": time.time() - t0,
     }
-    folded.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
+    record_step(folded, model, report)
     return folded, report
 
 

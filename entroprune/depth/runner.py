@@ -37,6 +37,7 @@ from ..data import DataBundle
 from ..entropy import RectifierStats, rectifiers
 from ..io import atomic_write_json, load, save
 from ..io.lock import RunLock
+from ..io.model_file import record_step
 from ..measure import count_depth, count_macs, latency_pairs
 from ..training import TrainConfig, evaluate, train
 from .fold import fold
@@ -303,8 +304,7 @@ def _run(folder: RunFolder, model: nn.Module, data: DataBundle, cfg: DepthConfig
         step, t0 = len(rows), time.time()
         model, info = step_fn(model, rows, step, folder.ckpt_path(step))
         row = {"step": step, **info, **measure_step(model, base, data, cfg), "seconds": time.time() - t0}
-        model.entroprune_history = list(getattr(model, "entroprune_history", [])) + [
-            {"op": method, "step": step, "removed": row["removed"], "val_acc": row["val_acc"]}]
+        record_step(model, model, {"op": method, "step": step, "removed": row["removed"], "val_acc": row["val_acc"]})
         save(model, folder.model_path(step), info={"method": method, "step": step, "val_acc": row["val_acc"]})
         rows.append(row)
         folder.write_state(state)

@@ -147,3 +147,12 @@ def load(path: str | Path, *, allow_nonfinite: bool = False) -> nn.Module:
     model.entroprune_history = list(doc.get("history", []))
     model.entroprune_info = dict(doc.get("info", {}))
     return model.eval()
+
+
+def record_step(model: nn.Module, source: nn.Module, step: dict[str, Any]) -> nn.Module:
+    """``model`` (made from ``source``) inherits ``source``'s history plus ``step``
+    (what was done), and its architecture record; returns ``model``."""
+    model.entroprune_history = list(getattr(source, "entroprune_history", [])) + [step]
+    if getattr(model, "entroprune_arch", None) is None and hasattr(source, "entroprune_arch"):
+        model.entroprune_arch = source.entroprune_arch
+    return model

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..io.model_file import record_step
 from ..measure import layer_costs
 from ..measure.complexity import macs_kept
 from .importance import Criterion, get_criterion
@@ -265,5 +266,5 @@ def apply_policy(model: nn.Module, input_shape: tuple[int, ...], ratios: Sequenc
               "preserve": [c / g.channels for c, g in zip(channels, pruner.groups)],
               "macs_fraction_analytic": pruner.macs([c / g.channels for c, g in zip(channels, pruner.groups)])
               / pruner.total_macs}
-    pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
+    record_step(pruned, model, report)
     return pruned, report

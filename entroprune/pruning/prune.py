@@ -21,7 +21,6 @@ the reachable floor.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,10 +28,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..io.model_file import record_step
 from ..measure import count_macs, count_params
 from .importance import Criterion
 from .policy import PolicyPruner
-from .structural import PruneConfig, PruningError, plan_removal
+from .structural import PruneConfig, PruningError, min_width, plan_removal
 
 
 class MacsCost:
@@ -45,10 +45,6 @@ class MacsCost:
 
     def allowed_counts(self, pruner: PolicyPruner, group: int) -> list[int] | None:
         return None
-
-
-def _keep_min(n: int, cfg: PruneConfig) -> int:
-    return min(n, max(cfg.min_channels, math.ceil(cfg.min_keep * n)))
 
 
 def _snap(count: int, allowed: list[int]) -> int:
@@ -70,7 +66,7 @@ def prune_to_target(model: nn.Module, criterion: Criterion, input_shape: tuple[i
     sizes = [g.channels for g in pruner.groups]
     allowed = []
     for i, n in enumerate(sizes):
-        low = _keep_min(n, cfg)
+        low = min_width(n, cfg.min_keep, cfg.min_channels)
         preferred = cost_model.allowed_counts(pruner, i)
         counts = sorted({c for c in (preferred or range(1, n + 1)) if low <= c <= n} | {n})
         allowed.append(counts)
@@ -123,7 +119,7 @@ def prune_to_target(model: nn.Module, criterion: Criterion, input_shape: tuple[i
         "unprunable_groups": pruner.unprunable, "unprunable_reasons": pruner.unprunable_reasons,
         "seconds": time.time() - t0,
     }
-    pruned.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
+    record_step(pruned, model, report)
     return pruned, report
 
 

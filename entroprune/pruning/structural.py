@@ -32,6 +32,11 @@ class PruningError(ValueError):
     """The requested pruning cannot be done; the message says why."""
 
 
+def min_width(n: int, min_keep: float, min_channels: int) -> int:
+    """The fewest channels a group of ``n`` may keep: ``max(min_channels, ceil(min_keep * n))``, at most ``n``."""
+    return min(n, max(min_channels, math.ceil(min_keep * n)))
+
+
 def parse_macs_target(target: str | float) -> float:
     """``"5x"`` -> 0.2, ``"0.2"`` or 0.2 -> 0.2: the fraction of MACs to keep."""
     text = str(target).strip().lower()
@@ -133,7 +138,7 @@ def _channel_groups(group) -> int | None:
 
 def plan_removal(scores: dict[Any, torch.Tensor], ratio: float, cfg: PruneConfig) -> dict[Any, list[int]]:
     """Which channel indices to remove in each group for a pruning ``ratio``."""
-    keep_min = {k: min(len(s), max(cfg.min_channels, math.ceil(cfg.min_keep * len(s))))
+    keep_min = {k: min_width(len(s), cfg.min_keep, cfg.min_channels)
                 for k, s in scores.items()}
     plan: dict[Any, list[int]] = {}
     if cfg.scope == "uniform":

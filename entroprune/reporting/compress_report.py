@@ -46,8 +46,7 @@ def latency_table(report: dict[str, Any]) -> str:
 def summary_table(report: dict[str, Any]) -> str:
     """The before/after table a user reads first (printed by the CLI)."""
     before = report["before"]
-    final = report.get("after_finetune") or report.get("after_depth") or report.get("after_reconstruct") \
-        or report["after_prune"]
+    final = report["deployed"]
     rows = [["MACs", before["macs"], report["deployed"]["macs"], f"{report['macs_ratio']:.2f}x fewer"],
             ["parameters", before["params"], report["deployed"]["params"], f"{report['params_ratio']:.2f}x fewer"],
             ["conv/linear layers", conv_linear(before), conv_linear(report["deployed"]), ""],

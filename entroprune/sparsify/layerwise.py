@@ -40,7 +40,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
+from ..io.model_file import record_step
 from ..measure import count_macs, count_params, layer_costs
+from ..pruning.structural import min_width
 from .entropic import EntropicConfig, moments, refit, relative_error, solve
 
 
@@ -192,7 +194,7 @@ def find_producer(model: nn.Module, layer: nn.Module, example: torch.Tensor):
 def select_channels(w: torch.Tensor, cfg: SparsifyConfig) -> list[int]:
     """Indices of the channels to remove, by weight (smallest first)."""
     c = w.numel()
-    keep_min = min(c, max(cfg.min_channels, math.ceil(cfg.min_keep * c)))
+    keep_min = min_width(c, cfg.min_keep, cfg.min_channels)
     order = torch.argsort(w, stable=True).tolist()
     if cfg.target is not None:
         n = int(round(cfg.target * c))
@@ -352,7 +354,5 @@ def sparsify(model: nn.Module, calib: torch.Tensor, cfg: SparsifyConfig | None =
         "layers": layers, "skipped": {n: r["skipped"] for n, r in layers.items() if "skipped" in r},
         "seconds": time.time() - t0,
     }
-    net.entroprune_history = list(getattr(model, "entroprune_history", [])) + [report]
-    if hasattr(model, "entroprune_arch"):
-        net.entroprune_arch = model.entroprune_arch
+    record_step(net, model, report)
     return net, report

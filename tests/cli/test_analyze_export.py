@@ -75,7 +75,7 @@ def test_analyze_writes_per_filter_entropies_and_figures(tmp_path, fmnist):
 def test_onnx_export_of_a_pruned_model_matches_pytorch(tmp_path):
     pruned = tmp_path / "p.safetensors"
     res = runner.invoke(app, ["prune", "pretrained:resnet20", "--target-macs", "3x", "--method", "aura",
-                              "--out", str(pruned)])
+                              "--calib-size", "128", "--out", str(pruned)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["export", str(pruned), "--out", str(tmp_path / "p.onnx")])
     assert res.exit_code == 0, res.output

@@ -74,5 +74,5 @@ def test_prune_to_a_latency_target_reports_the_measured_speedup(tmp_path):
     assert res.exit_code == 0, res.output
     info = _last_json(res.stdout)
     assert info["target_speedup"] == 1.5 and info["measured_speedup"] > 1.0
-    assert info["val_acc"] > info["val_acc_pruned"]            # reconstructed by default
+    assert info["val_acc"] > 60.0                               # reconstructed by default (raw: chance)
     assert entroprune.load(out).entroprune_history[-2]["target_kind"] == "latency"
