@@ -44,25 +44,29 @@ METHODS = (("l1", "global"), ("l1", "uniform"), ("aura", "global"), ("mass", "gl
            ("greedy_refit", "global"), ("greedy_refit", "uniform"))
 FACTORS = (2.0, 5.0, 10.0)
 CALIB = 512
+# a larger calibration set for the refit (the scores keep 512 images): (criterion, scope, images, positions)
+LARGE = (("greedy_refit", "global", 2048, 32768), ("greedy_refit", "uniform", 2048, 32768))
 
 
-def row_id(model: str, criterion: str, scope: str, factor: float) -> str:
-    return f"{model}-{criterion}-{scope}-{factor:g}x"
+def row_id(model: str, criterion: str, scope: str, factor: float, images: int = CALIB) -> str:
+    return f"{model}-{criterion}-{scope}-{factor:g}x" + (f"-rec{images}" if images != CALIB else "")
 
 
-def run_row(model: str, criterion: str, scope: str, factor: float, data) -> dict:
+def run_row(model: str, criterion: str, scope: str, factor: float, data, images: int = CALIB,
+            positions: int = 16384) -> dict:
     net = load(pretrained_path(model))
-    calib = data.calibration(CALIB, 0)                                     # (512, 1, 28, 28), training split
+    calib = data.calibration(max(images, CALIB), 0)                        # (n, 1, 28, 28), training split
     cfg = PruneConfig(target_macs=1.0 / factor, scope=scope)
-    rcfg = ReconstructConfig(images=CALIB)
+    rcfg = ReconstructConfig(images=images, positions=positions)
     t0 = time.time()
     pruned, rep = prune_to_macs(net, get_criterion(criterion), tuple(calib.shape[1:]), cfg,
-                                calib=(calib, torch.zeros(len(calib), dtype=torch.long)))
+                                calib=(calib[:CALIB], None))
     prune_seconds = time.time() - t0
     raw = {"val": evaluate(pruned, data.val_x, data.val_y), "test": evaluate(pruned, data.test_x, data.test_y)}
     rec = reconstruct(pruned, net, calib, rcfg)
     done = {"val": evaluate(pruned, data.val_x, data.val_y), "test": evaluate(pruned, data.test_x, data.test_y)}
-    return {"id": row_id(model, criterion, scope, factor), "model": model, "criterion": criterion, "scope": scope,
+    return {"id": row_id(model, criterion, scope, factor, images), "model": model, "criterion": criterion,
+            "scope": scope, "refit_images": images,
             "target": f"{factor:g}x", "macs_ratio": rep["macs_ratio"],
             "params_ratio": rep["params_before"] / rep["params_after"],
             "val_raw": raw["val"], "test_raw": raw["test"], "val_reconstructed": done["val"],
@@ -77,11 +81,13 @@ def run_row(model: str, criterion: str, scope: str, factor: float, data) -> dict
 def write_table() -> Path:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     order = {m: i for i, m in enumerate(MODELS)}
-    rows.sort(key=lambda r: (order.get(r["model"], 9), float(r["target"][:-1]), r["criterion"], r["scope"]))
+    rows.sort(key=lambda r: (order.get(r["model"], 9), float(r["target"][:-1]), r["criterion"], r["scope"],
+                             r.get("refit_images", CALIB)))
     table = markdown_table(
-        ["model", "target", "criterion", "scope", "MACs ratio", "val raw", "val reconstructed", "test raw",
-         "test reconstructed", "prune s", "reconstruct s", "kept weights"],
-        [[r["model"], r["target"], r["criterion"], r["scope"], r["macs_ratio"], r["val_raw"], r["val_reconstructed"],
+        ["model", "target", "criterion", "scope", "refit images", "MACs ratio", "val raw", "val reconstructed",
+         "test raw", "test reconstructed", "prune s", "reconstruct s", "kept weights"],
+        [[r["model"], r["target"], r["criterion"], r["scope"], r.get("refit_images", CALIB), r["macs_ratio"],
+          r["val_raw"], r["val_reconstructed"],
           r["test_raw"], r["test_reconstructed"], r["prune_seconds"], r["reconstruct_seconds"],
           len(r["kept_weights"])] for r in rows])
     text = ("# Accuracy before fine-tuning, with and without feature-map reconstruction\n\n"
@@ -106,18 +112,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not args.table:
         data = load_data("fashion_mnist", seed=0)
-        for factor in FACTORS:
-            for model in MODELS:
-                for criterion, scope in METHODS:
-                    rid = row_id(model, criterion, scope, factor)
-                    path = RESULTS / f"{rid}.json"
-                    if (args.only and not any(o in rid for o in args.only)) or path.exists():
-                        continue
-                    print(f"run {rid}", flush=True)
-                    atomic_write_json(path, run_row(model, criterion, scope, factor, data))
-                    table = write_table()
-                    if args.commit:
-                        commit_files([path, table], f"benchmark row {rid}")
+        todo = [(f, m, c, s, CALIB, 16384) for f in FACTORS for m in MODELS for c, s in METHODS]
+        todo += [(f, m, c, s, n, p) for f in (5.0, 10.0) for m in MODELS for c, s, n, p in LARGE]
+        for factor, model, criterion, scope, images, positions in todo:
+            rid = row_id(model, criterion, scope, factor, images)
+            path = RESULTS / f"{rid}.json"
+            if (args.only and not any(o in rid for o in args.only)) or path.exists():
+                continue
+            print(f"run {rid}", flush=True)
+            atomic_write_json(path, run_row(model, criterion, scope, factor, data, images, positions))
+            table = write_table()
+            if args.commit:
+                commit_files([path, table], f"benchmark row {rid}")
     print(write_table().read_text())
 
 
