@@ -6,20 +6,41 @@ Quick start::
     model = entroprune.create("resnet20", pretrained=True)
     small, report = entroprune.compress(model, "fashion_mnist", target="3x", target_kind="latency")
     entroprune.save(small, "small.safetensors")
+
+The names below are imported on first use (PEP 562), so that ``import
+entroprune`` (and the command line starting up) does not load torch before it
+is needed.
 """
 
-from . import depth  # noqa: F401  (registers the folded-model layers with save/load)
-from .compress import CompressConfig, compress
-from .io import load, save
-from .models import create, list_models
-from .models.pretrained import pretrained_path
+from __future__ import annotations
 
-
-def quantize(*args, **kwargs):
-    """Static INT8 quantization for ONNX Runtime (``entroprune.deploy.quantize``)."""
-    from .deploy import quantize as _quantize
-    return _quantize(*args, **kwargs)
-
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["CompressConfig", "compress", "create", "list_models", "load", "pretrained_path", "quantize", "save"]
+
+# public name -> (module, attribute)
+_LAZY = {
+    "CompressConfig": ("entroprune.compress", "CompressConfig"),
+    "compress": ("entroprune.compress", "compress"),
+    "load": ("entroprune.io", "load"),
+    "save": ("entroprune.io", "save"),
+    "create": ("entroprune.models", "create"),
+    "list_models": ("entroprune.models", "list_models"),
+    "pretrained_path": ("entroprune.models.pretrained", "pretrained_path"),
+    "quantize": ("entroprune.deploy", "quantize"),
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'entroprune' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value          # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -125,6 +125,7 @@ def load(path: str | Path, *, allow_nonfinite: bool = False) -> nn.Module:
     """Rebuild the model saved at ``path``, in eval mode. Weights holding NaN
     or infinity are a ``ModelFileError`` unless ``allow_nonfinite``."""
     doc = read_metadata(path)
+    from .. import depth  # noqa: F401  (registers the folded-model leaves, Zero and Constant, with the specs)
     model = build_architecture(doc["arch"])
     current = leaf_specs(model)
     for name, spec in doc["layers"].items():
