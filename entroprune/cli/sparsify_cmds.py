@@ -119,6 +119,11 @@ def sparsify_cmd(
     base_acc = evaluate(net, data.val_x, data.val_y)
     if sweep is None:
         small, rep = _run(net, data, config(eps_e, target), calib_images, seed)
+        for name, why in rep["skipped"].items():          # which layers GES could not touch, and why
+            typer.echo(f"skipped {name}: {why}", err=True)
+        if rep["channels_after"] == rep["channels_before"]:
+            fail(f"entropic sparsification removed no channel ({len(rep['skipped'])} of {len(rep['layers'])} "
+                 "layers skipped, reasons above); lower --eps-e, raise --ridge, or pass --target")
         acc = evaluate(small, data.val_x, data.val_y)
         path = out or Path("sparsified.safetensors")
         save(small, path, info={"val_acc_before": base_acc, "val_acc_after_sparsify": acc})

@@ -56,3 +56,16 @@ def test_clear_errors(tmp_path):
                               "--report", str(tmp_path / "s")])
     assert res.exit_code == 2 and "--sweep target must be in [0, 1), got 1.2" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_model_ges_cannot_change_is_an_error_naming_the_skipped_layers(tmp_path):
+    import entroprune
+    from tests.architectures import build
+
+    path = tmp_path / "grouped.safetensors"
+    entroprune.save(build("grouped"), path)
+    res = runner.invoke(app, ["sparsify", str(path), "--target", "0.5", "--calib-images", "32", "--patches", "256",
+                              "--max-iter", "3", "--out", str(tmp_path / "out.safetensors")])
+    assert res.exit_code == 2 and "removed no channel" in res.output
+    assert "skipped grouped.0: grouped or depthwise convolution" in res.output
+    assert not (tmp_path / "out.safetensors").exists()
