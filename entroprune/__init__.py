@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _LAZY = {
-    "CompressConfig": ("entroprune.compress", "CompressConfig"),
-    "compress": ("entroprune.compress", "compress"),
+    "CompressConfig": ("entroprune.pipeline", "CompressConfig"),
+    "compress": ("entroprune.pipeline", "compress"),
     "load": ("entroprune.io", "load"),
     "save": ("entroprune.io", "save"),
     "create": ("entroprune.models", "create"),

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import entroprune
 from entroprune import CompressConfig, compress
-from entroprune.compress import CompressError
+from entroprune.pipeline import CompressError
 from entroprune.pruning import PruningError
 from entroprune.search import DDPGConfig, RewardConfig, SearchConfig
 

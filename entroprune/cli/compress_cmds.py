@@ -17,8 +17,8 @@ from typing import Any
 
 import typer
 
-from ..compress import CompressConfig, CompressError, compress
 from ..io import save
+from ..pipeline import CompressConfig, CompressError, compress
 from ..reconstruct import ReconstructConfig
 from ..search import DDPGConfig, RewardConfig, SearchConfig
 from .common import check_output, fail, get_data, get_model, set_threads

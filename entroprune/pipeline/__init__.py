@@ -1,4 +1,4 @@
-"""The one compression pipeline (``compress``) and its settings."""
+"""The one compression pipeline, ``entroprune.compress``, and its settings (``CompressConfig``)."""
 
 from .config import CompressConfig, CompressError, parse_target
 from .pipeline import compress

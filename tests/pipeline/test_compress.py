@@ -9,7 +9,7 @@ import pytest
 
 import entroprune
 from entroprune import CompressConfig, compress
-from entroprune.compress import CompressError
+from entroprune.pipeline import CompressError
 from entroprune.search import DDPGConfig, RewardConfig, SearchConfig
 
 
