@@ -58,13 +58,15 @@ class FingerprintMismatch(ValueError):
     """A resumable run's state was written by a job with other settings."""
 
 
-def check_fingerprint(stored: dict[str, Any] | None, current: dict[str, Any], what: str) -> None:
-    """Raise ``FingerprintMismatch`` naming the differing settings of ``what`` (a file or folder)."""
+def check_fingerprint(stored: dict[str, Any] | None, current: dict[str, Any], what: str,
+                      ignore: tuple[str, ...] = ()) -> None:
+    """Raise ``FingerprintMismatch`` naming the differing settings of ``what`` (a file or folder).
+    ``ignore``: dotted keys (``"config.eval_stages"``) that change what is reported, not the result."""
     current = normalise(current)
     if stored is None:
         raise FingerprintMismatch(f"{what} was written by an older entroprune that did not record its settings; "
                                   "delete it (or pass --restart) to start over")
-    diff = differences(normalise(stored), current)
+    diff = [d for d in differences(normalise(stored), current) if d.split(":")[0] not in ignore]
     if diff:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
         raise FingerprintMismatch(f"{what} belongs to a run with other settings ({shown}); pass --restart to "

@@ -48,6 +48,9 @@ from .config import CompressConfig, CompressError
 from .methods import reduce_depth, remove_channels
 
 FINGERPRINT = "compress.json"
+# settings that change what the report shows, not the compressed model: a rerun that differs only in
+# these resumes (or reuses) the run instead of refusing it
+REPORT_ONLY = ("config.eval_stages", "config.measure_latency")
 
 
 def check_model(model: nn.Module, data: DataBundle) -> None:
@@ -131,7 +134,8 @@ def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, 
                        "finetune_fn": getattr(finetune_fn, "__qualname__", None)}
         path = folder / FINGERPRINT
         if path.exists():
-            check_fingerprint(json.loads(path.read_text()).get("fingerprint"), fingerprint, f"run folder {folder}")
+            check_fingerprint(json.loads(path.read_text()).get("fingerprint"), fingerprint, f"run folder {folder}",
+                              ignore=REPORT_ONLY)
             done = _finished(folder, fingerprint)
             if done is not None:
                 return done
