@@ -68,6 +68,26 @@ def summary_table(report: dict[str, Any]) -> str:
     return markdown_table(["", "before", "after", "change"], rows)
 
 
+def ship_advice(report: dict[str, Any]) -> str | None:
+    """Which file is faster to deploy when both fp32 and INT8 were measured: narrow
+    pruned layers can run SLOWER in INT8 (the quantize/dequantize pairs cost more
+    than the arithmetic they save), so the report says so instead of assuming."""
+    q, main = report.get("quantized"), report["config"]["runtime"]
+    fp32 = report.get("latency", {}).get(main, {})
+    if not q or main != "onnxruntime" or not fp32:
+        return None
+    faster = {key: ("INT8" if p["pruned_ms"] < fp32[key]["pruned_ms"] else "fp32")
+              for key, p in q.get("latency", {}).items() if key in fp32}
+    if not faster:
+        return None
+    said = ", ".join(f"{who} at {key} ({q['latency'][key]['pruned_ms']:.3g} ms INT8, "
+                     f"{fp32[key]['pruned_ms']:.3g} ms fp32)" for key, who in faster.items())
+    pick = set(faster.values())
+    head = (f"Ship the {pick.pop()} model: it is the faster one" if len(pick) == 1
+            else "Neither file is faster at every batch size; choose by the batch size you deploy")
+    return f"{head}: {said}."
+
+
 def write_compress_report(folder: Path, report: dict[str, Any]) -> None:
     """``report.json`` and ``report.md`` in ``folder`` (atomic writes)."""
     cfg = report["config"]
@@ -81,6 +101,9 @@ def write_compress_report(folder: Path, report: dict[str, Any]) -> None:
         lines += [f"Target: {fmt(1 / cfg['keep'])}x {cfg['target_kind']}; predicted "
                   f"{fmt(target.get('predicted_speedup'))}x, measured {fmt(target['measured_speedup'])}x "
                   f"(batch {target.get('batch')}).", ""]
+    advice = ship_advice(report)
+    if advice:
+        lines += [advice, ""]
     rec = report.get("reconstruct")
     if rec:
         kept = ", ".join(f"{n} ({why})" for n, why in rec["kept_weights"].items()) or "none"
