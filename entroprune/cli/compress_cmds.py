@@ -241,11 +241,13 @@ def search_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="report folder (rerun to resume)"),
     finetune_epochs: FinetuneEpochs = 10, threads: Threads = None, restart: Restart = False,
+    model: str = typer.Option("pretrained:resnet20", "--model", help="another shipped model (pretrained:NAME)"),
+    speedup: str = typer.Option("3x", "--speedup", help="latency target in ONNX Runtime, e.g. 2x"),
 ) -> None:
     """The main job on the shipped ResNet-20: 3x faster in ONNX Runtime (latency target), channels chosen by the
     error they leave after the refit, reconstructed, fine-tuned with distillation; a before/after report.
     (No INT8: on a model this narrow it runs slower than fp32, see benchmarks/results/DEPLOY.md.)"""
-    cfg = dict(target="3x", target_kind="latency", method="greedy_refit", finetune_epochs=finetune_epochs)
-    _, report = run("pretrained:resnet20", cfg, "fashion_mnist", None, 0, threads, out, restart=restart)
+    cfg = dict(target=speedup, target_kind="latency", method="greedy_refit", finetune_epochs=finetune_epochs)
+    _, report = run(model, cfg, "fashion_mnist", None, 0, threads, out, restart=restart)
     typer.echo(report["table"])
     typer.echo(f"report: {out}/report.md")

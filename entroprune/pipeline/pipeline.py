@@ -142,7 +142,14 @@ def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, 
         else:
             from ..io import atomic_write_json
             atomic_write_json(path, {"fingerprint": normalise(fingerprint)})
-        return _run(model, data, cfg, folder, finetune_fn, label)
+        try:
+            return _run(model, data, cfg, folder, finetune_fn, label)
+        except BaseException:
+            # a job that failed before it saved anything to resume (an unreachable target, a bad option)
+            # must not bind the folder to its settings: forget the fingerprint
+            if {p.name for p in folder.iterdir()} <= {FINGERPRINT, ".entroprune.lock"}:
+                path.unlink(missing_ok=True)
+            raise
 
 
 def _clear(folder: Path) -> None:

@@ -76,3 +76,22 @@ def test_prune_to_a_latency_target_reports_the_measured_speedup(tmp_path):
     assert info["target_speedup"] == 1.5 and info["measured_speedup"] > 1.0
     assert info["val_acc"] > 60.0                               # reconstructed by default (raw: chance)
     assert entroprune.load(out).entroprune_history[-2]["target_kind"] == "latency"
+
+
+def test_demo_runs_the_documented_job(monkeypatch, tmp_path):
+    """The demo's settings (a latency target, greedy_refit, distillation, no INT8) reach the pipeline;
+    the pipeline itself runs end to end in the compress tests above."""
+    from entroprune.cli import compress_cmds
+
+    seen = {}
+
+    def fake_run(model_spec, cfg_kwargs, dataset, data_dir, seed, threads, out, **kw):
+        seen.update(model=model_spec, dataset=dataset, out=out, **cfg_kwargs)
+        return None, {"table": "| the before/after table |"}
+
+    monkeypatch.setattr(compress_cmds, "run", fake_run)
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--finetune-epochs", "2"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"model": "pretrained:resnet20", "dataset": "fashion_mnist", "out": tmp_path / "d",
+                    "target": "3x", "target_kind": "latency", "method": "greedy_refit", "finetune_epochs": 2}
+    assert "| the before/after table |" in res.output and "report.md" in res.output

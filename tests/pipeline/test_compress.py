@@ -59,3 +59,14 @@ def test_the_search_meets_a_latency_target_and_restart_starts_over(small, tmp_pa
     assert report["target"]["kind"] == "latency" and report["target"]["measured_speedup"] > 1.0
     _, again = compress(model, small, cfg, out=tmp_path, restart=True)           # starts over, same result
     assert again["remove"]["channels"] == report["remove"]["channels"]
+
+
+def test_a_job_that_fails_before_saving_anything_leaves_the_folder_free(small, tmp_path):
+    model = entroprune.create("lenet5", pretrained=True)
+    with pytest.raises(ValueError, match="min_keep"):                 # 50x fewer MACs is below the floor
+        compress(model, small, target="50x", finetune_epochs=0, measure_latency=False, progress=False,
+                 calib_size=64, out=tmp_path)
+    assert not (tmp_path / "compress.json").exists()
+    _, report = compress(model, small, target="2x", finetune_epochs=0, measure_latency=False, progress=False,
+                         calib_size=64, eval_stages=False, out=tmp_path)    # other settings, same folder: fine
+    assert abs(report["macs_ratio"] - 2.0) < 0.05 and (tmp_path / "compress.json").exists()
