@@ -51,6 +51,9 @@ FINGERPRINT = "compress.json"
 # settings that change what the report shows, not the compressed model: a rerun that differs only in
 # these resumes (or reuses) the run instead of refusing it
 REPORT_ONLY = ("config.eval_stages", "config.measure_latency")
+# the model after remove/reconstruct/depth, and those stages' report, kept until the run finishes
+STRUCTURE_MODEL, STRUCTURE_REPORT = "structure.safetensors", "structure.json"
+STRUCTURE_KEYS = ("remove", "after_prune", "reconstruct", "after_reconstruct", "depth", "after_depth")
 
 
 def check_model(model: nn.Module, data: DataBundle) -> None:
@@ -156,7 +159,8 @@ def _clear(folder: Path) -> None:
     """Remove what a compression job writes into its folder (nothing else)."""
     import shutil
 
-    for name in (FINGERPRINT, "report.json", "report.md", "finetune.ckpt", "model.safetensors", "model.int8.onnx",
+    for name in (FINGERPRINT, STRUCTURE_MODEL, STRUCTURE_REPORT, "report.json", "report.md", "finetune.ckpt",
+                 "model.safetensors", "model.int8.onnx",
                  "widths.png"):
         (folder / name).unlink(missing_ok=True)
     for sub in ("search", "depth"):
@@ -172,26 +176,10 @@ def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path |
     report: dict[str, Any] = {"label": label, "data": data.name, "config": cfg.to_dict(),
                               "before": summarize(base, data).to_dict()}
     cost_model = _cost_model(cfg, shape)
-    t0 = time.time()
-    pruned, report["remove"] = remove_channels(base, data, cfg, folder, cost_model)
-    if cost_model is not None and cfg.method not in ("search", "policy", "ges", "none"):
-        pruned, report["remove"], corrections = _meet_latency(base, pruned, report["remove"], data, cfg, folder,
-                                                              cost_model)
-        report["remove"]["corrections"] = corrections
-    seconds["remove"] = time.time() - t0
     stage = (lambda m: summarize(m, data).to_dict()) if cfg.eval_stages else (lambda m: None)
-    report["after_prune"] = stage(pruned)
-    if cfg.reconstruct is not None and cfg.structural:
-        t0 = time.time()
-        rec = reconstruct(pruned, base, data.calibration(cfg.reconstruct.images, cfg.seed), cfg.reconstruct)
-        seconds["reconstruct"] = time.time() - t0
-        report["reconstruct"] = {k: rec[k] for k in ("refitted", "kept_weights", "images", "seconds", "config")}
-        report["after_reconstruct"] = stage(pruned)
-    if cfg.depth is not None:
-        t0 = time.time()
-        pruned, report["depth"] = reduce_depth(pruned, data, cfg, folder)
-        seconds["depth"] = time.time() - t0
-        report["after_depth"] = stage(pruned)
+    pruned = _load_structure(folder, report, seconds)
+    if pruned is None:
+        pruned = _change_structure(base, data, cfg, folder, cost_model, report, seconds, stage)
     t0 = time.time()
     if finetune_fn is not None:
         report["finetune"] = {"by": getattr(finetune_fn, "__qualname__", "user function"),
@@ -243,9 +231,53 @@ def _run(model: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path |
         plot_widths(base, deployed, folder / "widths.png",
                     f"{label}: channels per layer, {cfg.method} to {report['macs_ratio']:.1f}x fewer MACs")
         write_compress_report(folder, report)
-        (folder / "finetune.ckpt").unlink(missing_ok=True)
+        for name in ("finetune.ckpt", STRUCTURE_MODEL, STRUCTURE_REPORT):
+            (folder / name).unlink(missing_ok=True)
     report["table"] = summary_table(report)
     return deployed.eval(), report
+
+
+def _change_structure(base: nn.Module, data: DataBundle, cfg: CompressConfig, folder: Path | None,
+                      cost_model: Any, report: dict, seconds: dict, stage: Callable) -> nn.Module:
+    """remove -> reconstruct -> depth; the result is saved in the run folder, so that a
+    resumed job fine-tunes the SAME model (a latency target's measured corrections, or a
+    search, would not pick the same channels twice)."""
+    t0 = time.time()
+    pruned, report["remove"] = remove_channels(base, data, cfg, folder, cost_model)
+    if cost_model is not None and cfg.method not in ("search", "policy", "ges", "none"):
+        pruned, report["remove"], corrections = _meet_latency(base, pruned, report["remove"], data, cfg, folder,
+                                                              cost_model)
+        report["remove"]["corrections"] = corrections
+    seconds["remove"] = time.time() - t0
+    report["after_prune"] = stage(pruned)
+    if cfg.reconstruct is not None and cfg.structural:
+        t0 = time.time()
+        rec = reconstruct(pruned, base, data.calibration(cfg.reconstruct.images, cfg.seed), cfg.reconstruct)
+        seconds["reconstruct"] = time.time() - t0
+        report["reconstruct"] = {k: rec[k] for k in ("refitted", "kept_weights", "images", "seconds", "config")}
+        report["after_reconstruct"] = stage(pruned)
+    if cfg.depth is not None:
+        t0 = time.time()
+        pruned, report["depth"] = reduce_depth(pruned, data, cfg, folder)
+        seconds["depth"] = time.time() - t0
+        report["after_depth"] = stage(pruned)
+    if folder is not None:
+        from ..io import atomic_write_json
+        save(pruned, folder / STRUCTURE_MODEL)
+        done = {k: report[k] for k in STRUCTURE_KEYS if k in report}
+        atomic_write_json(folder / STRUCTURE_REPORT, {"report": done, "seconds": seconds})
+    return pruned
+
+
+def _load_structure(folder: Path | None, report: dict, seconds: dict) -> nn.Module | None:
+    """The pruned (reconstructed, depth-reduced) model an interrupted run saved, if any."""
+    if folder is None or not (folder / STRUCTURE_MODEL).exists() or not (folder / STRUCTURE_REPORT).exists():
+        return None
+    saved = json.loads((folder / STRUCTURE_REPORT).read_text())
+    report.update(saved["report"])
+    seconds.update(saved["seconds"])
+    print(f"resuming after the structural stages saved in {folder}", flush=True)
+    return load(folder / STRUCTURE_MODEL)
 
 
 def _meet_latency(base: nn.Module, pruned: nn.Module, rep: dict, data: DataBundle, cfg: CompressConfig,

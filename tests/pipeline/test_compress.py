@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 import entroprune
 from entroprune import CompressConfig, compress
@@ -70,3 +71,23 @@ def test_a_job_that_fails_before_saving_anything_leaves_the_folder_free(small, t
     _, report = compress(model, small, target="2x", finetune_epochs=0, measure_latency=False, progress=False,
                          calib_size=64, eval_stages=False, out=tmp_path)    # other settings, same folder: fine
     assert abs(report["macs_ratio"] - 2.0) < 0.05 and (tmp_path / "compress.json").exists()
+
+
+def test_an_interrupted_job_fine_tunes_the_same_pruned_model(small, tmp_path, capsys):
+    model = entroprune.create("lenet5", pretrained=True)
+    seen = []
+
+    def interrupted(m, data):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        if len(seen) == 1:
+            raise KeyboardInterrupt                                  # the session stops during fine-tuning
+
+    kw = dict(target="2x", measure_latency=False, progress=False, calib_size=64, finetune_fn=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compress(model, small, out=tmp_path, **kw)
+    assert (tmp_path / "structure.safetensors").exists()
+    _, report = compress(model, small, out=tmp_path, **kw)
+    assert "resuming after the structural stages" in capsys.readouterr().out
+    assert seen[0].keys() == seen[1].keys() and all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+    assert "reconstruct" in report and abs(report["macs_ratio"] - 2.0) < 0.05
+    assert not (tmp_path / "structure.safetensors").exists()           # removed once the run finished
