@@ -50,10 +50,11 @@ RESULTS, WORK = ROOT / "results" / "search", ROOT / "work" / "search"
 EPISODES, WARMUP = 400, 100
 
 # (model, policy kind, MACs reduction factor, seed, distill, wall), most useful first
-ROWS = ([("resnet20", k, 5.0, 0, True, "both") for k in ("uniform", "accuracy", "entropy", "random")]
+ROWS = ([("resnet20", k, 5.0, 0, True, "both") for k in ("uniform", "accuracy", "entropy")]
+        + [("resnet20", k, 5.0, s, True, "both") for k in ("uniform", "accuracy", "entropy") for s in (1, 2)]
+        + [("resnet20", "random", 5.0, s, True, "both") for s in (0, 1, 2)]
         + [("resnet20", "uniform", 5.0, 0, False, "both")]
         + [("resnet20", k, 5.0, 0, True, "spread") for k in ("accuracy", "entropy")]
-        + [("resnet20", k, 5.0, s, True, "both") for s in (1, 2) for k in ("uniform", "accuracy", "entropy", "random")]
         + [("vgg_small", k, 5.0, 0, True, "both") for k in ("uniform", "accuracy", "entropy", "random")]
         + [(m, k, 10.0, 0, True, "both") for m in ("resnet20", "vgg_small")
            for k in ("uniform", "accuracy", "entropy", "random")]
