@@ -1,26 +1,26 @@
 """``entroprune sparsify``: generalized entropic sparsification (T. Barisin,
 I. Horenko, arXiv 2404.04734; METHODS.md section 6), one run or a sweep of
-validation accuracy against sparsity over eps_E values or channel targets."""
+validation accuracy against sparsity over eps_E values or channel targets
+(the sweep itself: ``sparsify/sweep.py``)."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch.nn as nn
 import typer
 
 from ..data import DataBundle
 from ..io import atomic_write_json, save
-from ..reporting import save_figure
+from ..reporting.sparsify_plots import plot_sweep
 from ..sparsify import EntropicConfig, SparsifyConfig, SparsifyError, sparsify
+from ..sparsify.sweep import SWEEP_OVER, sparsify_sweep
 from ..training import evaluate
 from .common import check_number, check_output, fail, get_data, get_model, set_threads
 from .options import DataDir, Dataset, Seed, Threads
-
-SWEEP_OVER = ("eps_e", "target")
 
 
 def _values(text: str) -> list[float]:
@@ -38,25 +38,6 @@ def _run(net: nn.Module, data: DataBundle, cfg: SparsifyConfig, calib_images: in
         return sparsify(net, data.calibration(calib_images, seed=seed), cfg)
     except SparsifyError as e:
         fail(str(e))
-
-
-def _plot(rows: list[dict[str, Any]], base_acc: float, over: str, path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt  # after ..reporting has chosen the Agg backend
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label, color in (("weight_sparsity", "weights removed", "#c53"),
-                              ("channel_sparsity", "channels removed", "#37a")):
-        xs = [100 * r[key] for r in rows]
-        ax.plot(xs, [r["val_acc"] for r in rows], "o-", color=color, label=label)
-        for x, r in zip(xs, rows):
-            ax.annotate(f"{r[over]:g}", (x, r["val_acc"]), fontsize=7, textcoords="offset points",
-                        xytext=(3, 3))
-    ax.axhline(base_acc, color="#888", ls="--", lw=1, label="unsparsified")
-    ax.set_xlabel("sparsity (%)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{title} (labels: {over})")
-    ax.legend()
-    return save_figure(fig, path)
 
 
 def sparsify_cmd(
@@ -136,18 +117,15 @@ def sparsify_cmd(
                                "macs_ratio": round(rep["macs_ratio"], 3), "seconds": round(rep["seconds"], 1)}))
         return
     folder = Path(report or Path("runs") / "sparsify-sweep")
-    rows = []
-    for v in values:
-        cfg = config(v, target) if sweep_over == "eps_e" else config(eps_e, v)
-        small, rep = _run(net, data, cfg, calib_images, seed)
-        rows.append({sweep_over: v, "channel_sparsity": rep["channel_sparsity"],
-                     "weight_sparsity": rep["weight_sparsity"], "macs_ratio": rep["macs_ratio"],
-                     "params_after": rep["params_after"], "macs_after": rep["macs_after"],
-                     "val_acc": evaluate(small, data.val_x, data.val_y), "seconds": rep["seconds"]})
-        typer.echo(json.dumps({k: round(x, 4) if isinstance(x, float) else x for k, x in rows[-1].items()}))
+    show = lambda row: typer.echo(json.dumps({k: round(x, 4) if isinstance(x, float) else x  # noqa: E731
+                                              for k, x in row.items()}))
+    try:
+        rows = sparsify_sweep(net, data, config(eps_e, target), sweep_over, values, calib_images, seed, show)
+    except SparsifyError as e:
+        fail(str(e))
     doc = {"model": model, "sweep_over": sweep_over, "eps_e": eps_e, "ridge": ridge, "target": target,
            "threshold": threshold, "calib_images": calib_images, "patches": patches, "seed": seed,
            "val_acc_before": base_acc, "rows": rows}
     atomic_write_json(folder / "sweep.json", doc)
-    _plot(rows, base_acc, sweep_over, folder / "sweep.png", f"entropic sparsification of {model}")
+    plot_sweep(rows, base_acc, sweep_over, folder / "sweep.png", f"entropic sparsification of {model}")
     typer.echo(f"sweep: {folder}/sweep.json, {folder}/sweep.png")
