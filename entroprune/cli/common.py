@@ -14,6 +14,7 @@ import torch.nn as nn
 import typer
 
 from ..data import DataBundle, DatasetNotFoundError, load_data
+from ..errors import first_line
 from ..io import ModelFileError, load
 from ..io.finite import NONFINITE_ADVICE, first_nonfinite
 from ..models import create, list_models
@@ -98,7 +99,7 @@ def input_shape_of(model: nn.Module, text: str) -> tuple[int, ...]:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *shape))
     except RuntimeError as e:
-        fail(f"a forward pass on input {shape} failed ({str(e).splitlines()[0]}); pass the right --input-shape")
+        fail(f"a forward pass on input {shape} failed ({first_line(e)}); pass the right --input-shape")
     return shape
 
 
@@ -148,7 +149,7 @@ def factory_model(factory: str, kwargs_text: str | None, weights: str | None) ->
                 torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except (ModelFileError, OSError, RuntimeError, KeyError, ValueError) as e:
-            fail(f"cannot load the weights {weights} into {factory}: {str(e).splitlines()[0]}")
+            fail(f"cannot load the weights {weights} into {factory}: {first_line(e)}")
     bad = first_nonfinite(model)
     if bad is not None:
         fail(f"the model of --factory {factory} (weights {weights}) has non-finite weights, first {bad}; "
@@ -186,3 +187,14 @@ def get_model(spec: str, data: DataBundle | None = None, factory: str | None = N
         fail(str(e))
     fail(f"{spec!r} is neither a model file nor a zoo model ({', '.join(list_models())}) "
          "nor pretrained:NAME")
+
+
+def output_lock(out: Path):
+    """One job per output file: the OS lock of ``out`` (``io.lock.RunLock``),
+    held by the launching process only (torchrun's other ranks share its job)."""
+    import contextlib
+    import os
+
+    from ..io.lock import RunLock
+
+    return RunLock(out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()

@@ -13,7 +13,7 @@ from ..measure import count_depth, count_macs, count_params, layer_costs
 from ..measure.runtime import RUNTIMES as RUNTIME_NAMES
 from ..reporting import markdown_table
 from ..training import TrainConfig, evaluate, train
-from .common import check_output, fail, get_data, get_model, input_shape_of, set_threads
+from .common import check_output, fail, get_data, get_model, input_shape_of, output_lock, set_threads
 from .options import DataDir, Dataset, DistillTemperature, DistillWeight, Epochs, Lr, Restart, Seed, Threads
 
 
@@ -40,17 +40,18 @@ def finetune_cmd(
     except ValueError as e:
         fail(str(e))
     check_output(out, folder=False)
-    data = get_data(dataset, data_dir)
-    net = get_model(model, data)
-    teacher = get_model(distill, data) if distill else None
-    ckpt = out.with_suffix(out.suffix + ".ckpt")
-    try:
-        train(net, data, cfg, checkpoint=ckpt, teacher=teacher, restart=restart)
-    except ValueError as e:
-        fail(str(e))
-    test = evaluate(net, data.test_x, data.test_y)
-    save(net, out, info={"test_acc": test, "finetune_epochs": epochs, "distilled_from": distill})
-    ckpt.unlink(missing_ok=True)
+    with output_lock(out):
+        data = get_data(dataset, data_dir)
+        net = get_model(model, data)
+        teacher = get_model(distill, data) if distill else None
+        ckpt = out.with_suffix(out.suffix + ".ckpt")
+        try:
+            train(net, data, cfg, checkpoint=ckpt, teacher=teacher, restart=restart)
+        except ValueError as e:
+            fail(str(e))
+        test = evaluate(net, data.test_x, data.test_y)
+        save(net, out, info={"test_acc": test, "finetune_epochs": epochs, "distilled_from": distill})
+        ckpt.unlink(missing_ok=True)
     typer.echo(json.dumps({"out": str(out), "test_acc": round(test, 2)}))
 
 

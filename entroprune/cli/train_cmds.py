@@ -14,7 +14,7 @@ import typer
 from ..io import save
 from ..training import TrainConfig, evaluate, train
 from ..training import distributed as dist_utils
-from .common import check_output, fail, get_data, get_model, set_threads
+from .common import check_output, fail, get_data, get_model, output_lock, set_threads
 from .options import BatchSize, DataDir, Dataset, Epochs, LimitTrain, Lr, Seed, Threads
 
 
@@ -48,21 +48,22 @@ def train_cmd(
     ckpt = checkpoint or out.with_suffix(out.suffix + ".ckpt")
     check_output(out, folder=False)
     check_output(ckpt, folder=False)
-    data = get_data(dataset, data_dir, limit_train=limit_train)
-    net = get_model(model, data)
-    t0 = time.time()
-    try:
-        history = train(net, data, cfg, checkpoint=ckpt, restart=restart)
-    except ValueError as e:
-        fail(str(e))
-    if dist_utils.rank() != 0:
-        return
-    val = evaluate(net, data.val_x, data.val_y)
-    test = evaluate(net, data.test_x, data.test_y)
-    info = {"dataset": dataset, "val_acc": val, "test_acc": test, "seed": seed,
-            "command": "entroprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "train_seconds_this_run": time.time() - t0, "history": history}
-    save(net, out, info=info)
+    with output_lock(out):
+        data = get_data(dataset, data_dir, limit_train=limit_train)
+        net = get_model(model, data)
+        t0 = time.time()
+        try:
+            history = train(net, data, cfg, checkpoint=ckpt, restart=restart)
+        except ValueError as e:
+            fail(str(e))
+        if dist_utils.rank() != 0:
+            return
+        val = evaluate(net, data.val_x, data.val_y)
+        test = evaluate(net, data.test_x, data.test_y)
+        info = {"dataset": dataset, "val_acc": val, "test_acc": test, "seed": seed,
+                "command": "entroprune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                "train_seconds_this_run": time.time() - t0, "history": history}
+        save(net, out, info=info)
     typer.echo(json.dumps({"out": str(out), "val_acc": val, "test_acc": test,
                            "world_size": history[-1]["world_size"] if history else 1}))
 

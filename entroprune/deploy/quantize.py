@@ -59,6 +59,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import first_line
 from ..io import atomic_write
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -180,11 +181,6 @@ class _ImageReader:
 
 # --------------------------------------------------------------------------- errors that name the operator
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
-
-
 def _custom_ops(model_path: Path) -> list[str]:
     """``domain::OpType`` of every node in a domain ONNX Runtime has no kernels for."""
     import onnx
@@ -218,9 +214,9 @@ def _explain(e: BaseException, stage: str) -> QuantizeError:
     m = re.search(r"running (\w+) node\. Name:'([^']*)'", msg)
     if m:
         return QuantizeError(f"{stage}: operator {m.group(1)} (node '{m.group(2)}') failed in ONNX Runtime: "
-                             f"{_first_line(e)}; check that layer on a float32 input of the calibration shape",
+                             f"{first_line(e, 300)}; check that layer on a float32 input of the calibration shape",
                              m.group(1))
-    return QuantizeError(f"{stage} failed ({type(e).__name__}: {_first_line(e)}); the model's ONNX graph may "
+    return QuantizeError(f"{stage} failed ({first_line(e, 300)}); the model's ONNX graph may "
                          "hold an operator ONNX Runtime's quantizer cannot handle: export it with "
                          "`entroprune export` and inspect it, or ship the fp32 model")
 
@@ -383,7 +379,7 @@ def quantize(model: nn.Module, calib_images: torch.Tensor, out: str | Path,
                 quant_pre_process(str(fp32), str(pre))
                 src, report["preprocessed"] = pre, True
             except Exception as e:           # not fatal: the quantizer also works on the raw export
-                report["preprocess_skipped"] = f"{type(e).__name__}: {_first_line(e)}"
+                report["preprocess_skipped"] = f"{first_line(e, 300)}"
         report["kept_float"] = _first_convs(src) if cfg.float_first_conv else []
         try:
             _quantize_file(src, int8, images, input_name, cfg, report["kept_float"])

@@ -46,6 +46,8 @@ from .fold_layers import FoldError
 # config fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("max_removals", "max_rounds", "latency", "latency_repeats", "latency_threads", "progress",
                      "final_latency_batches")
+# what every step row of state.json holds (read back when a run resumes)
+ROW_FIELDS = ("step", "removed", "val_acc")
 _HELD: set[Path] = set()               # run folders whose lock this process holds
 
 
@@ -232,6 +234,12 @@ class RunFolder:
                 or not isinstance(state.get("config"), dict):
             raise ValueError(f"{self.state_path} is not the state of a depth-reduction run (no config or "
                              "steps); delete it (or pass --restart) to start the run over")
+        for i, row in enumerate(state["rows"]):
+            bad = [k for k in ROW_FIELDS if not isinstance(row, dict) or k not in row]
+            if bad or not isinstance(row["val_acc"], (int, float)):
+                lacks = ", ".join(bad) or "a numeric val_acc"
+                raise ValueError(f"{self.state_path} is damaged (step row {i} lacks {lacks}); delete it (or pass "
+                                 "--restart) to start the run over")
         return state
 
     def clear(self) -> None:

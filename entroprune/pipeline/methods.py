@@ -54,8 +54,12 @@ def remove_channels(model: nn.Module, data: DataBundle, cfg: CompressConfig, fol
         pruned, rep = sparsify(model, images, SparsifyConfig(target=cfg.ges_target, seed=cfg.seed))
         if rep["channels_after"] == rep["channels_before"]:
             skipped = "; ".join(f"{n}: {why}" for n, why in rep["skipped"].items()) or "none"
+            every = len(rep["skipped"]) == len(rep["layers"])
+            advice = ("no layer of this model can be sparsified this way; use a channel criterion (method "
+                      "'greedy_refit')" if every else
+                      f"lower eps_E, raise ges_target (now {cfg.ges_target}), or use a channel criterion")
             raise CompressError(f"generalized entropic sparsification removed no channel (skipped layers: "
-                                f"{skipped}); lower eps_E, set ges_target, or use a channel criterion")
+                                f"{skipped}); {advice}")
         return pruned, {**rep, "seconds": time.time() - t0}
     if cfg.method == "search":
         search_cfg = replace(cfg.search, target_macs=cfg.keep, seed=cfg.seed, progress=cfg.progress,

@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from ..data import DataBundle
 from ..data.adapters import as_data
+from ..errors import first_line
 from ..io import load, save
 from ..io.fingerprint import check_fingerprint, data_digest, normalise, weights_digest
 from ..io.lock import RunLock
@@ -68,7 +69,7 @@ def check_model(model: nn.Module, data: DataBundle) -> None:
             out = model.eval()(torch.zeros(2, *shape))
     except RuntimeError as e:
         raise CompressError(f"the model does not run on the data's {shape} images "
-                            f"({str(e).splitlines()[0]}); pick the matching data set or model") from None
+                            f"({first_line(e)}); pick the matching data set or model") from None
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise CompressError(f"the model outputs {tuple(out.shape[1:])} per image but {data.name} has "
                             f"{data.num_classes} classes")

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..errors import first_line
+
 
 class PruningError(ValueError):
     """The requested pruning cannot be done; the message says why."""
@@ -109,7 +111,7 @@ def _groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]):
         groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
     except Exception as e:  # torch-pruning could not trace the model: say so, not a raw traceback from inside it
         raise PruningError(f"the model's channel dependencies cannot be traced by torch-pruning "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); structural pruning "
+                           f"({first_line(e)}); structural pruning "
                            "cannot handle this architecture") from None
     name_of = {m: n for n, m in model.named_modules()}
     keyed = {}
@@ -276,7 +278,7 @@ def broken_groups(model: nn.Module, example: torch.Tensor, keys: list[Any], bloc
             with torch.no_grad():
                 got, want = trial.eval()(x), masked.eval()(x)
         except Exception as e:
-            return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            return first_line(e)
         if got.shape != want.shape:
             return f"the output shape changes to {tuple(got.shape)}"
         if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6):

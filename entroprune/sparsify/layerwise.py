@@ -188,7 +188,7 @@ def find_producer(model: nn.Module, layer: nn.Module, example: torch.Tensor):
         if width % n_out or seen != [list(range(first, first + block))]:
             return "its input features are not contiguous blocks of the producer's channels"
         return dg, producer, handler, block
-    return "network input (no producing layer)"
+    return "no single layer produces its input channels (the network input, or a split/chunk on the way)"
 
 
 def select_channels(w: torch.Tensor, cfg: SparsifyConfig) -> list[int]:

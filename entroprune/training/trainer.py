@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import DataBundle, iterate_batches, num_batches
+from ..errors import first_line
 from ..io import atomic_torch_save
 from ..io.fingerprint import check_fingerprint, data_digest, weights_digest
 from . import distributed as dist_utils
@@ -170,7 +171,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, foreign or not a torch file: name it
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+        raise ValueError(f"checkpoint {path} cannot be read ({first_line(e, 120)}); "
                          "delete it (or pass --restart) to start over") from None
 
 

@@ -75,6 +75,15 @@ def _truncated_ckpt(work: Path) -> None:
     (work / "m.safetensors.ckpt").write_bytes(b"PK\x03\x04 cut short")
 
 
+def _empty_ckpt(work: Path) -> None:
+    (work / "m.safetensors.ckpt").write_bytes(b"")
+
+
+def _state_row_without_accuracy(work: Path) -> None:
+    (work / "d").mkdir()
+    (work / "d" / "state.json").write_text('{"method": "easier", "config": {}, "rows": [{"step": 0, "removed": []}]}')
+
+
 def _damaged_state(work: Path) -> None:
     (work / "d").mkdir()
     (work / "d" / "state.json").write_text('{"method": "easier", "rows": [')
@@ -203,6 +212,10 @@ OTHER_CASES = [
     Case("fold-truncated", ["fold", "{in}/trunc.safetensors", "--out", "{w}/m.safetensors"], ("truncated",)),
     Case("train-truncated-checkpoint", [*TRAIN, "--epochs", "1", "--limit-train", "50"],
          ("m.safetensors.ckpt cannot be read", "--restart"), _truncated_ckpt),
+    Case("train-empty-checkpoint", [*TRAIN, "--epochs", "1", "--limit-train", "50"],
+         ("m.safetensors.ckpt cannot be read (EOFError)", "--restart"), _empty_ckpt),
+    Case("depth-state-row-without-accuracy", ["depth", GOOD, *S, "--out", "{w}/d"],
+         ("d/state.json is damaged (step row 0 lacks val_acc)", "--restart"), _state_row_without_accuracy),
     Case("depth-damaged-state", ["depth", GOOD, *S, "--out", "{w}/d"], ("d/state.json is damaged", "--restart"),
          _damaged_state),
     Case("unknown-option", ["eval", GOOD, "--epochs", "3"], ("No such option: --epochs", "--help")),

@@ -177,3 +177,17 @@ def test_finetune_resumes_only_its_own_run(tmp_path, synthetic):
           TrainConfig(epochs=1, lr=0.005, progress=False), checkpoint=ckpt)
     res = runner.invoke(app, [*args, "--restart"])
     assert res.exit_code == 0 and "reusing" not in res.output, res.output
+
+
+def test_train_and_finetune_refuse_an_output_another_job_writes(tmp_path):
+    import os
+
+    from entroprune.io.lock import RunLock
+
+    out = tmp_path / "m.safetensors"
+    with RunLock(out):                                     # another job is writing m.safetensors
+        for args in (["train", "lenet5", "--epochs", "1", "--limit-train", "50"],
+                     ["finetune", "pretrained:lenet5", "--epochs", "1"]):
+            assert_one_error(runner.invoke(app, [*args, "--out", str(out)]),
+                             f"in use by another entroprune job (PID {os.getpid()})")
+    assert not out.exists() and not (tmp_path / "m.safetensors.ckpt").exists()
