@@ -70,6 +70,8 @@ def test_every_method_on_every_architecture(arch, method, tiny, tmp_path):
     assert out.shape == (8, 10) and bool(torch.isfinite(out).all())
     if method not in ("ges", "easier"):                               # the methods that take a MACs target
         assert abs(report["macs_ratio"] / 2.0 - 1.0) <= TOLERANCE + 0.01, report["macs_ratio"]
+    if method == "ges":      # no MACs target, but it must have removed channels (else it is refused above)
+        assert report["remove"]["channels_after"] < report["remove"]["channels_before"], report["remove"]
     if method == "easier":   # gates (a sigmoid multiplied into a tensor) are never removed as rectifiers
         gates = [n for n, m in model.named_modules() if isinstance(m, (nn.Sigmoid, nn.Hardsigmoid))]
         kept = dict(small.named_modules())
