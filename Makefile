@@ -1,5 +1,5 @@
 # entroprune: two commands for a newcomer on a fresh machine.
-#   make demo   set everything up, then prune the shipped ResNet-20 (the main job)
+#   make demo   set everything up, then compress the shipped VGG (the main job)
 #   make test   set everything up, then lint and run the test suite (CI runs this)
 
 VENV   ?= .venv

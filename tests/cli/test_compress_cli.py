@@ -79,7 +79,7 @@ def test_prune_to_a_latency_target_reports_the_measured_speedup(tmp_path):
 
 
 def test_demo_runs_the_documented_job(monkeypatch, tmp_path):
-    """The demo's settings (a latency target, greedy_refit, distillation, no INT8) reach the pipeline;
+    """The demo's settings (a latency target, greedy_refit, distillation, INT8) reach the pipeline;
     the pipeline itself runs end to end in the compress tests above."""
     from entroprune.cli import compress_cmds
 
@@ -92,6 +92,7 @@ def test_demo_runs_the_documented_job(monkeypatch, tmp_path):
     monkeypatch.setattr(compress_cmds, "run", fake_run)
     res = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--finetune-epochs", "2"])
     assert res.exit_code == 0, res.output
-    assert seen == {"model": "pretrained:resnet20", "dataset": "fashion_mnist", "out": tmp_path / "d",
-                    "target": "3x", "target_kind": "latency", "method": "greedy_refit", "finetune_epochs": 2}
+    assert seen == {"model": "pretrained:vgg_small", "dataset": "fashion_mnist", "out": tmp_path / "d",
+                    "target": "3x", "target_kind": "latency", "method": "greedy_refit", "finetune_epochs": 2,
+                    "quantize": True}
     assert "| the before/after table |" in res.output and "report.md" in res.output
