@@ -153,13 +153,16 @@ def _is_out(dep) -> bool:
     return dep.handler.__name__ == "prune_out_channels"
 
 
-def find_producer(model: nn.Module, layer: nn.Module, example: torch.Tensor):
+def find_producer(model: nn.Module, layer: nn.Module, example: torch.Tensor, dg: tp.DependencyGraph | None = None):
     """``(dg, producer, handler, block)`` if ``layer``'s input channels can be
     removed alone, where ``block`` is the number of input features per producer
-    channel (1 for a convolution, H*W after a flatten); else the reason (str)."""
+    channel (1 for a convolution, H*W after a flatten); else the reason (str).
+    ``dg``: the model's dependency graph, built once by the caller (it follows
+    the removals made through it); built here if not given."""
     if isinstance(layer, nn.Conv2d) and layer.groups > 1:
         return "grouped or depthwise convolution"
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    if dg is None:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     for group in dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
         mods = [(dep.target.module, _is_out(dep)) for dep, _ in group]
         if not any(m is layer and not out for m, out in mods):
@@ -259,7 +262,7 @@ def _skip_reason(layer: nn.Module) -> str | None:
 
 
 def _process(net: nn.Module, name: str, calib: torch.Tensor, sel, y: torch.Tensor,
-             cfg: SparsifyConfig) -> dict[str, Any]:
+             cfg: SparsifyConfig, dg: tp.DependencyGraph) -> dict[str, Any]:
     """Sparsify (if it can) and refit one layer of ``net`` in place; its record."""
     layer = net.get_submodule(name)
     is_conv = isinstance(layer, nn.Conv2d)
@@ -270,7 +273,7 @@ def _process(net: nn.Module, name: str, calib: torch.Tensor, sel, y: torch.Tenso
         rec["skipped"] = reason
         return rec
     example = calib[:1]
-    found = find_producer(net, layer, example) if name not in cfg.ignored_layers else "ignored layer"
+    found = find_producer(net, layer, example, dg) if name not in cfg.ignored_layers else "ignored layer"
     x = _inputs(net, name, calib, *sel)                         # (n, D)
     group = (math.prod(layer.kernel_size) if is_conv else 1) * (1 if isinstance(found, str) else found[3])
     mom = moments(x, y, group, layer.bias is not None)
@@ -325,9 +328,10 @@ def sparsify(model: nn.Module, calib: torch.Tensor, cfg: SparsifyConfig | None =
     costs0 = {r.name: r.macs for r in layer_costs(orig, input_shape)}
     weights0 = {n: m.weight.numel() for n, m in orig.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     layers: dict[str, dict[str, Any]] = {}
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=calib[:1])   # once: it follows the removals
     for name, _ in order:
         t1 = time.time()
-        layers[name] = _process(net, name, calib, sel[name], targets[name], cfg)
+        layers[name] = _process(net, name, calib, sel[name], targets[name], cfg, dg)
         layers[name]["seconds"] = time.time() - t1
     costs1 = {r.name: r.macs for r in layer_costs(net, input_shape)}
     total_c = removed_c = 0
