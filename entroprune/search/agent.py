@@ -173,7 +173,7 @@ class DDPGAgent:
             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "buffer": {k: getattr(self.buffer, k).copy() for k in self.BUFFER_ARRAYS},
+            "buffer": {k: torch.from_numpy(getattr(self.buffer, k).copy()) for k in self.BUFFER_ARRAYS},
             "buffer_pos": self.buffer.pos, "buffer_full": self.buffer.full,
             "rng": self.rng.bit_generator.state, "baseline": self.baseline,
         })
@@ -185,7 +185,7 @@ class DDPGAgent:
             if getattr(self.buffer, k).shape != state["buffer"][k].shape:
                 raise ValueError(f"replay buffer {k} has shape {state['buffer'][k].shape}, expected "
                                  f"{getattr(self.buffer, k).shape}: the checkpoint is from another search")
-            setattr(self.buffer, k, state["buffer"][k].copy())
+            setattr(self.buffer, k, state["buffer"][k].numpy().copy())
         self.buffer.pos, self.buffer.full = state["buffer_pos"], state["buffer_full"]
         self.rng.bit_generator.state = state["rng"]
         self.baseline = state["baseline"]

@@ -34,6 +34,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..data import DataBundle
+from ..errors import first_line
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..pruning.policy import PolicyPruner
 from ..pruning.structural import parse_macs_target
@@ -131,7 +132,18 @@ def make_env(model: nn.Module, data: DataBundle, cfg: SearchConfig, with_reward:
 def _save_checkpoint(path: Path, fingerprint: dict, episode: int, agent: DDPGAgent, best) -> None:
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "episode": episode,
                        "agent": agent.state_dict(), "best": best, "torch_rng": torch.get_rng_state(),
-                       "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, path)
+                       "numpy_rng": _numpy_state_out(), "python_rng": random.getstate()}, path)
+
+
+# numpy's legacy RNG state as plain values and a tensor, so that the checkpoint loads with weights_only=True
+def _numpy_state_out() -> tuple:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _numpy_state_in(state: tuple) -> None:
+    name, keys, pos, has_gauss, gauss = state
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
 
 
 def _resume(folder: Path, fingerprint: dict, agent: DDPGAgent) -> tuple[int, dict | None]:
@@ -140,18 +152,18 @@ def _resume(folder: Path, fingerprint: dict, agent: DDPGAgent) -> tuple[int, dic
         (folder / LOG).unlink(missing_ok=True)
         return 0, None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG states
-    except Exception as e:  # cut short by a kill during a save, or not a checkpoint at all: name it
-        raise ValueError(f"search checkpoint {path} cannot be read ({type(e).__name__}: "
-                         f"{(str(e).splitlines() or [''])[0][:120]}); it is damaged: delete it (or the folder "
-                         f"{folder}) to start the search over") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)   # tensors and plain values only
+    except Exception as e:  # cut short by a kill during a save, an older format, or not a checkpoint at all
+        raise ValueError(f"search checkpoint {path} cannot be read ({first_line(e, 120)}); it is damaged or "
+                         f"from an older entroprune: delete it (or the folder {folder}) to start the search "
+                         "over") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
             or state.get("fingerprint") != fingerprint:
         raise ValueError(f"{path} belongs to a search with other settings; delete the folder's "
                          "search files or choose another output folder")
     agent.load_state_dict(state["agent"])
     torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
+    _numpy_state_in(state["numpy_rng"])
     random.setstate(state["python_rng"])
     episode = state["episode"]
     lines = (folder / LOG).read_text().splitlines()[:episode] if (folder / LOG).exists() else []
