@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
+from .complexity import conv_macs
+
 # activations ONNX Runtime fuses into a preceding Conv (FusedConv: Relu, Clip, LeakyRelu, Sigmoid, Tanh,
 # HardSigmoid); torch's ReLU6 reaches us as hardtanh
 _ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "sigmoid",
@@ -79,9 +81,8 @@ class LayerConfig:
                 + (" +b" if self.bias else "") + (" +act" if self.act else ""))
 
     def macs(self) -> int:
-        """Multiply-accumulates of one image."""
-        oh, ow = self.out_hw
-        return self.out_channels * oh * ow * (self.in_channels // self.groups) * self.kernel[0] * self.kernel[1]
+        """Multiply-accumulates of one image (``complexity.conv_macs``, the one definition)."""
+        return conv_macs((self.out_channels, *self.out_hw), self.in_channels, self.groups, self.kernel)
 
     def with_widths(self, in_channels: int | None = None, out_channels: int | None = None) -> LayerConfig:
         """The same layer with other channel counts; a depthwise layer keeps
