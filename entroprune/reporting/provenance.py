@@ -61,3 +61,7 @@ def commit_files(paths: list[str | Path], message: str, attempts: int = 5) -> bo
         time.sleep(3)
     print(f"warning: could not commit {message!r}; the files are on disk and can be committed later", flush=True)
     return False
+
+# the sentence a results table carries when some of its rows predate provenance records
+OLDER_ROWS_NOTE = ("Rows whose JSON carries no `provenance` were written by older code "
+                   "([PROVENANCE.md](PROVENANCE.md) names the commit that added each). ")
