@@ -35,6 +35,7 @@ from entroprune.data import load_data
 from entroprune.io import atomic_write_json, atomic_write_text, load
 from entroprune.measure import latency_pairs
 from entroprune.models.pretrained import pretrained_path
+from entroprune.pruning.structural import PruningError
 from entroprune.reporting import markdown_table, save_figure
 from entroprune.reporting.provenance import commit_files, provenance
 
@@ -60,6 +61,10 @@ def row_id(model: str, kind: str, speedup: float) -> str:
     return f"{model}-unpruned" if kind == "none" else f"{model}-{kind}-{speedup:g}x-ft{EPOCHS}-kd"
 
 
+class Unreachable(RuntimeError):
+    """A row that cannot run because the row it is paired with could not reach its target."""
+
+
 def config(model: str, kind: str, speedup: float) -> CompressConfig:
     common = dict(method="greedy_refit", finetune_epochs=EPOCHS, distill=True, quantize=True, threads=1,
                   latency_batches=(1, 64), latency_repeats=50, progress=False)
@@ -68,6 +73,8 @@ def config(model: str, kind: str, speedup: float) -> CompressConfig:
                               latency_repeats=50, progress=False)
     if kind == "macs":      # the MACs ratio the latency row of the same speedup reached
         twin = json.loads((RESULTS / f"{row_id(model, 'latency', speedup)}.json").read_text())
+        if "unreachable" in twin:
+            raise Unreachable(f"its latency twin is unreachable ({twin['unreachable']})")
         return CompressConfig(target=1.0 / twin["macs_ratio"], target_kind="macs", **common)
     return CompressConfig(target=f"{speedup:g}x", target_kind="latency", depth="easier" if kind == "depth" else None,
                           fold=kind == "depth", **common)
@@ -108,7 +115,8 @@ def remeasure(only: list[str] | None) -> None:
     for path in sorted(RESULTS.glob("*.json")):
         row = json.loads(path.read_text())
         folder = WORK / row["id"]
-        if (only and not any(o in row["id"] for o in only)) or not (folder / "model.safetensors").exists():
+        if (only and not any(o in row["id"] for o in only)) or "unreachable" in row \
+                or not (folder / "model.safetensors").exists():
             continue
         base, small = load(pretrained_path(row["model"])), load(folder / "model.safetensors")
         for threads in (1, 2):
@@ -122,6 +130,8 @@ def remeasure(only: list[str] | None) -> None:
 
 def write_table() -> Path:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    unreachable = [r for r in rows if "unreachable" in r]
+    rows = [r for r in rows if "unreachable" not in r]
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (order[r["model"]], r["speedup_target"] or 0, r["kind"]))
     cells = []
@@ -146,7 +156,9 @@ def write_table() -> Path:
             "model, then static INT8 (QDQ). Speedups are against the UNPRUNED fp32 model in ONNX Runtime (`x`), "
             "1 thread unless `2t`; `speedup at pruning`: measured at batch 1 right after pruning. Accuracies in % "
             "on the Fashion-MNIST test set. `latency pass`: `quiet` = measured again alone on the machine.\n\n"
-            + table + "\n\n![accuracy against speedup](figures/deploy.png)\n")
+            + table + "\n\n![accuracy against speedup](figures/deploy.png)\n"
+            + ("\n## Targets not reachable\n\n" + "\n".join(f"- `{r['id']}`: {r['unreachable']}" for r in unreachable)
+               + "\n" if unreachable else ""))
     return atomic_write_text(RESULTS.parent / "DEPLOY.md", text)
 
 
@@ -187,7 +199,13 @@ def main() -> None:
             if (args.only and not any(o in rid for o in args.only)) or path.exists():
                 continue
             print(f"run {rid}", flush=True)
-            atomic_write_json(path, run_row(model, kind, speedup, rid))
+            try:
+                row = run_row(model, kind, speedup, rid)
+            except (PruningError, Unreachable) as e:      # a target the model cannot reach is a result too
+                print(f"{rid}: {e}", flush=True)
+                row = {"id": rid, "model": model, "kind": kind, "speedup_target": speedup, "unreachable": str(e),
+                       "provenance": provenance()}
+            atomic_write_json(path, row)
             table = write_table()
             if args.commit:
                 commit_files([path, table, RESULTS.parent / "figures" / "deploy.png"], f"benchmark row {rid}")
