@@ -6,6 +6,7 @@ validation split, file sizes, logit deviation); see ``quantize.py``.
 onnx and onnxruntime are needed only when it is called.
 """
 
-from .quantize import QuantizeConfig, QuantizeError, onnx_accuracy, onnx_logits, quantize
+from .onnx_eval import onnx_accuracy, onnx_logits
+from .quantize import QuantizeConfig, QuantizeError, quantize
 
 __all__ = ["QuantizeConfig", "QuantizeError", "onnx_accuracy", "onnx_logits", "quantize"]

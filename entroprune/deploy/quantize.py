@@ -61,6 +61,7 @@ import torch.nn as nn
 
 from ..errors import first_line
 from ..io import atomic_write
+from .onnx_eval import as_float32, onnx_logits, session
 
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
@@ -129,37 +130,6 @@ def _ort():
         raise QuantizeError(f"INT8 quantization needs the onnx and onnxruntime packages ({e}): "
                             "pip install 'entroprune[export]'") from None
     return onnxruntime
-
-
-def _session(model, threads: int | None = None):
-    """A CPU InferenceSession on a path (or an existing session, returned as is)."""
-    from ..measure.runtime import make_session
-
-    if hasattr(model, "run") and hasattr(model, "get_inputs"):
-        return model
-    return make_session(model, int(threads or torch.get_num_threads()))
-
-
-def _numpy(x) -> np.ndarray:
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def onnx_logits(path, x, batch_size: int = 500, threads: int | None = None) -> np.ndarray:
-    """Logits ``(N, classes)`` of the ONNX model at ``path`` (or an ORT
-    session) on images ``x`` ``(N, C, H, W)``, in batches of ``batch_size``."""
-    sess = _session(path, threads)
-    name, x = sess.get_inputs()[0].name, _numpy(x)
-    out = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def onnx_accuracy(path, x, y, batch_size: int = 500, threads: int | None = None) -> float:
-    """Top-1 accuracy (%) of the ONNX model at ``path`` on ``(x, y)``."""
-    y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if len(y) == 0:
-        raise ValueError("onnx_accuracy needs at least one image")
-    return float(100.0 * (onnx_logits(path, x, batch_size, threads).argmax(1) == y).mean())
 
 
 class _ImageReader:
@@ -349,7 +319,7 @@ def quantize(model: nn.Module, calib_images: torch.Tensor, out: str | Path,
         raise ValueError("val must be (images, labels) of the same non-zero length")
     ort = _ort()
     t0 = time.perf_counter()
-    images = _numpy(calib_images[:cfg.calib_size])
+    images = as_float32(calib_images[:cfg.calib_size])
     threads = cfg.threads or torch.get_num_threads()
     report: dict = {"out": str(out), "format": "QDQ", "config": asdict(cfg),
                     "calibration_images": int(len(images)), "input_shape": list(images.shape[1:]),
@@ -365,7 +335,7 @@ def quantize(model: nn.Module, calib_images: torch.Tensor, out: str | Path,
                                 "for (a custom op), so its quantizer cannot run it to calibrate; write that layer "
                                 "with standard PyTorch ops, or ship the fp32 model (entroprune export)", custom[0])
         try:
-            fp32_sess = _session(fp32, threads)
+            fp32_sess = session(fp32, threads)
         except Exception as e:
             raise _explain(e, "loading the fp32 model in ONNX Runtime") from e
         input_name = fp32_sess.get_inputs()[0].name
@@ -386,13 +356,13 @@ def quantize(model: nn.Module, calib_images: torch.Tensor, out: str | Path,
         except Exception as e:
             raise _explain(e, "ONNX Runtime's quantizer") from e
         try:
-            int8_sess = _session(int8, threads)
+            int8_sess = session(int8, threads)
         except Exception as e:
             raise _explain(e, "loading the INT8 model in ONNX Runtime") from e
         report["int8_nodes"], report["float_nodes"] = _op_counts(int8)
 
         # agreement on a few images: validation images when given, else calibration images
-        probe = _numpy(val[0][:cfg.deviation_images]) if val is not None else images[:cfg.deviation_images]
+        probe = as_float32(val[0][:cfg.deviation_images]) if val is not None else images[:cfg.deviation_images]
         ref, got = onnx_logits(fp32_sess, probe), onnx_logits(int8_sess, probe)
         report["deviation_images"] = int(len(probe))
         report["max_abs_logit_deviation"] = float(np.abs(ref - got).max())
