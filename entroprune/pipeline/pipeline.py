@@ -91,7 +91,7 @@ def _latency(base: nn.Module, model: nn.Module | Path, shape: tuple[int, ...], c
             for p in pairs}
 
 
-def _finished(folder: Path, fingerprint: dict[str, Any]) -> tuple[nn.Module, dict] | None:
+def _finished(folder: Path) -> tuple[nn.Module, dict] | None:
     """The saved result of the same job, if it finished."""
     report, model = folder / "report.json", folder / "model.safetensors"
     if not (report.exists() and model.exists()):
@@ -140,7 +140,7 @@ def compress(model: nn.Module, data: Any, config: CompressConfig | None = None, 
         if path.exists():
             check_fingerprint(json.loads(path.read_text()).get("fingerprint"), fingerprint, f"run folder {folder}",
                               ignore=REPORT_ONLY)
-            done = _finished(folder, fingerprint)
+            done = _finished(folder)
             if done is not None:
                 return done
         else:
